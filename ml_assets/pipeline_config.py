@@ -1,0 +1,327 @@
+"""Typed schema and loader for the declarative pipeline YAML files in ``pipelines/``.
+
+A pipeline file declares where the data comes from, how it is partitioned, what the target and the
+features are, and which validation rules gate it. The asset graph of a tabular pipeline is generated
+from it (see ``ml_assets.factory``), so a second pipeline is a new YAML file and no code.
+
+Loading is strict: ``yaml.safe_load``, ``${VAR}`` / ``${VAR:-default}`` substitution in string
+values, then validation against pydantic models that forbid unknown keys. Every problem is reported as
+a ``PipelineConfigError`` naming the file, the key path and what is wrong.
+
+Only the standard library, PyYAML and pydantic are imported here: this module is loaded with the code
+location and must stay cheap.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+PIPELINES_DIR = Path(__file__).resolve().parent.parent / "pipelines"
+
+_ENV_PATTERN = re.compile(r"\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?::-(?P<default>[^}]*))?\}")
+_RULE_PATTERN = re.compile(r"^\s*(?P<op>>=|<=|==|!=|>|<)\s*(?P<value>-?\d+(?:\.\d+)?)\s*$")
+_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+class PipelineConfigError(ValueError):
+    """A pipeline YAML file is missing, unreadable or does not match the schema."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+ColumnType = Literal["int", "float", "number", "str", "bool", "datetime"]
+
+
+class RangeRule(_Strict):
+    """Inclusive bounds for a numeric column; ``strict_min`` / ``strict_max`` make them exclusive."""
+
+    min: float | None = None
+    max: float | None = None
+    strict_min: bool = False
+    strict_max: bool = False
+
+    @model_validator(mode="after")
+    def _has_a_bound(self) -> RangeRule:
+        if self.min is None and self.max is None:
+            raise ValueError("a range needs at least one of 'min' or 'max'")
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"'min' ({self.min}) is greater than 'max' ({self.max})")
+        return self
+
+
+class ValidationRules(_Strict):
+    """Validation rules for one source, turned into a Great Expectations suite.
+
+    Each group of rules becomes one blocking asset check on the raw asset. ``warn_only`` lists groups
+    whose failures are reported with WARN severity and do not stop downstream assets.
+    """
+
+    columns: dict[str, ColumnType] = Field(
+        default_factory=dict, description="Required columns and their types."
+    )
+    not_null: list[str] = Field(default_factory=list, description="Columns that may not be null.")
+    ranges: dict[str, RangeRule] = Field(default_factory=dict, description="Numeric bounds.")
+    allowed_values: dict[str, list[str | int | float]] = Field(
+        default_factory=dict, description="Closed sets of allowed values per column."
+    )
+    unique: list[str] = Field(
+        default_factory=list,
+        description="Columns whose combination is unique per partition (defaults to the entity key).",
+    )
+    min_rows: int = Field(default=1, ge=0, description="Minimum number of rows per partition.")
+    warn_only: list[Literal["schema", "not_null", "ranges", "allowed_values", "unique", "min_rows"]] = (
+        Field(default_factory=list)
+    )
+
+
+class _SourceBase(_Strict):
+    description: str = ""
+    time_column: str | None = Field(
+        default=None, description="Overrides the pipeline's partitioning time column for this source."
+    )
+    entity_key: list[str] = Field(default_factory=list)
+    validation: ValidationRules = Field(default_factory=ValidationRules)
+    read_options: dict[str, Any] = Field(
+        default_factory=dict, description="Extra keyword arguments for the pandas/pyarrow reader."
+    )
+
+
+class PackagedSource(_SourceBase):
+    """A CSV file shipped inside an installed Python package (found without importing it)."""
+
+    kind: Literal["packaged"]
+    package: str
+    path: str
+
+
+class FileSource(_SourceBase):
+    """A CSV, Parquet or JSON (records or JSON lines) file on disk; relative paths are from the repo."""
+
+    kind: Literal["csv", "parquet", "json"]
+    path: str
+
+
+class SqlSource(_SourceBase):
+    """A SQL query run through SQLAlchemy; the connection URL is read from an environment variable.
+
+    The query may use ``:start`` and ``:end`` bind parameters for the partition window; otherwise it
+    is wrapped and filtered on the time column.
+    """
+
+    kind: Literal["sql"]
+    query: str
+    connection_env: str = Field(
+        description="Name of the environment variable holding the SQLAlchemy URL (never the URL)."
+    )
+
+    @field_validator("connection_env")
+    @classmethod
+    def _env_name(cls, value: str) -> str:
+        if not _IDENTIFIER.match(value):
+            raise ValueError(f"'{value}' is not an environment variable name")
+        return value
+
+
+SourceSpec = Annotated[PackagedSource | FileSource | SqlSource, Field(discriminator="kind")]
+
+
+class Partitioning(_Strict):
+    """Daily time partitions over ``[start, end]`` (both inclusive) in ``timezone``."""
+
+    time_column: str
+    freq: Literal["daily"] = "daily"
+    start: dt.date
+    end: dt.date | None = None
+    timezone: str = "UTC"
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Partitioning:
+        if self.end is not None and self.end < self.start:
+            raise ValueError(f"'end' ({self.end}) is before 'start' ({self.start})")
+        return self
+
+
+class Target(_Strict):
+    """The label: ``column`` with an optional ``rule`` (``> 15``) that turns it into a binary class."""
+
+    name: str
+    column: str
+    rule: str | None = None
+    task: Literal["classification", "regression"] = "classification"
+
+    @field_validator("rule")
+    @classmethod
+    def _rule_syntax(cls, value: str | None) -> str | None:
+        if value is not None and not _RULE_PATTERN.match(value):
+            raise ValueError(
+                f"rule '{value}' must be a comparison with a number, such as '> 15' or '<= 0.5'"
+            )
+        return value
+
+    def parsed_rule(self) -> tuple[str, float] | None:
+        if self.rule is None:
+            return None
+        match = _RULE_PATTERN.match(self.rule)
+        assert match is not None  # checked by the validator
+        return match["op"], float(match["value"])
+
+
+class Features(_Strict):
+    """Model inputs. ``function`` names a registered feature function (``ml_assets.feature_functions``)."""
+
+    function: str = "passthrough"
+    primary_source: str | None = Field(
+        default=None, description="Source whose rows are the feature rows (default: the first)."
+    )
+    history_days: int = Field(
+        default=0, ge=0, le=366, description="Days of earlier primary-source partitions to load."
+    )
+    numeric: list[str] = Field(default_factory=list)
+    categorical: list[str] = Field(default_factory=list)
+    exclude: list[str] = Field(
+        default_factory=list, description="Columns never used as features (leakage, identifiers)."
+    )
+    params: dict[str, Any] = Field(
+        default_factory=dict, description="Keyword arguments for the feature function."
+    )
+
+    @model_validator(mode="after")
+    def _no_leaks(self) -> Features:
+        leaked = sorted(set(self.exclude) & (set(self.numeric) | set(self.categorical)))
+        if leaked:
+            raise ValueError(f"columns listed both as features and in 'exclude': {leaked}")
+        return self
+
+
+class PipelineSpec(_Strict):
+    """One tabular pipeline: sources, partitioning, target, features and validation."""
+
+    kind: Literal["tabular"] = "tabular"
+    name: str
+    description: str = ""
+    sources: dict[str, SourceSpec]
+    partitioning: Partitioning | None = None
+    target: Target
+    features: Features = Field(default_factory=Features)
+    # Sections owned by later stages (model, evaluation, drift, alerts, few-shot) are added here.
+
+    @field_validator("name")
+    @classmethod
+    def _identifier(cls, value: str) -> str:
+        if not _IDENTIFIER.match(value):
+            raise ValueError(f"'{value}' must be a Python-style identifier (letters, digits, _)")
+        return value
+
+    @field_validator("sources")
+    @classmethod
+    def _source_names(cls, value: dict[str, Any]) -> dict[str, Any]:
+        if not value:
+            raise ValueError("at least one source is required")
+        for name in value:
+            if not _IDENTIFIER.match(name):
+                raise ValueError(f"source name '{name}' must be an identifier")
+        return value
+
+    @model_validator(mode="after")
+    def _cross_references(self) -> PipelineSpec:
+        primary = self.features.primary_source
+        if primary is not None and primary not in self.sources:
+            raise ValueError(f"features.primary_source '{primary}' is not one of the sources")
+        if self.features.history_days and self.partitioning is None:
+            raise ValueError("features.history_days needs a 'partitioning' section")
+        return self
+
+    @property
+    def primary_source(self) -> str:
+        return self.features.primary_source or next(iter(self.sources))
+
+    def time_column_for(self, source: str) -> str | None:
+        if self.partitioning is None:
+            return None
+        return self.sources[source].time_column or self.partitioning.time_column
+
+
+def substitute_env(value: Any, path: str, file: Path) -> Any:
+    """Replace ``${VAR}`` and ``${VAR:-default}`` in every string of a parsed YAML tree."""
+    if isinstance(value, dict):
+        return {k: substitute_env(v, f"{path}.{k}" if path else str(k), file) for k, v in value.items()}
+    if isinstance(value, list):
+        return [substitute_env(v, f"{path}[{i}]", file) for i, v in enumerate(value)]
+    if not isinstance(value, str):
+        return value
+
+    def _replace(match: re.Match[str]) -> str:
+        name, default = match["name"], match["default"]
+        if name in os.environ:
+            return os.environ[name]
+        if default is not None:
+            return default
+        raise PipelineConfigError(
+            f"{file}: {path}: environment variable '{name}' is not set and has no default"
+            f" (write ${{{name}:-default}} to give one)"
+        )
+
+    return _ENV_PATTERN.sub(_replace, value)
+
+
+def format_validation_error(file: Path, error: ValidationError) -> str:
+    lines = [f"{file}: invalid pipeline file ({error.error_count()} problem(s))"]
+    for item in error.errors():
+        location = ".".join(str(part) for part in item["loc"]) or "<top level>"
+        if item["type"] == "extra_forbidden":
+            message = "unknown key"
+        elif item["type"] == "missing":
+            message = "required key is missing"
+        else:
+            message = item["msg"]
+            if "input" in item and not isinstance(item["input"], dict | list):
+                message += f" (got {item['input']!r})"
+        lines.append(f"  - {location}: {message}")
+    return "\n".join(lines)
+
+
+def read_yaml(file: str | Path) -> dict[str, Any]:
+    """Safe-load a YAML mapping and substitute environment variables; errors name the file."""
+    file = Path(file)
+    try:
+        text = file.read_text(encoding="utf-8")
+    except FileNotFoundError as exc:
+        raise PipelineConfigError(f"{file}: pipeline file not found") from exc
+    except UnicodeDecodeError as exc:
+        raise PipelineConfigError(f"{file}: not valid UTF-8 ({exc.reason} at byte {exc.start})") from exc
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise PipelineConfigError(f"{file}: YAML syntax error: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise PipelineConfigError(f"{file}: the top level must be a mapping of keys, got {type(raw).__name__}")
+    return substitute_env(raw, "", file)
+
+
+def load_pipeline(file: str | Path) -> PipelineSpec:
+    """Load and validate one pipeline file."""
+    file = Path(file)
+    raw = read_yaml(file)
+    try:
+        return PipelineSpec.model_validate(raw)
+    except ValidationError as exc:
+        raise PipelineConfigError(format_validation_error(file, exc)) from None
+
+
+def tabular_pipeline_files(directory: Path = PIPELINES_DIR) -> list[Path]:
+    """Tabular pipeline files: every ``*.yaml`` in ``pipelines/`` whose ``kind`` is absent or ``tabular``."""
+    files = []
+    for file in sorted(directory.glob("*.yaml")):
+        head = yaml.safe_load(file.read_text(encoding="utf-8")) or {}
+        if isinstance(head, dict) and head.get("kind", "tabular") == "tabular":
+            files.append(file)
+    return files
