@@ -1,0 +1,108 @@
+"""Layer 2/3: the partitioned Parquet IO manager through real Dagster materializations."""
+
+
+import os
+
+import dagster as dg
+import pandas as pd
+import pytest
+
+from resources.parquet_io import MissingPartitionError, PartitionedParquetIOManager, atomic_write_parquet
+
+DAYS = dg.DailyPartitionsDefinition(start_date="2013-01-01", end_date="2013-01-11", fmt="%Y-%m-%d")
+RANGE_TAGS = {
+    "dagster/asset_partition_range_start": "2013-01-02",
+    "dagster/asset_partition_range_end": "2013-01-04",
+}
+
+
+@dg.asset(
+    partitions_def=DAYS,
+    backfill_policy=dg.BackfillPolicy.single_run(),
+    io_manager_key="parquet_io_manager",
+    metadata={"partition_column": "partition_date"},
+)
+def daily_rows(context: dg.AssetExecutionContext) -> pd.DataFrame:
+    rows = [
+        {"partition_date": day, "value": i, "version": context.run.tags.get("version", "1")}
+        for day in context.partition_keys
+        for i in range(3)
+        if day != "2013-01-03"  # a day with no rows still gets an (empty) file
+    ]
+    return pd.DataFrame(rows, columns=["partition_date", "value", "version"])
+
+
+@dg.asset(partitions_def=DAYS, io_manager_key="parquet_io_manager",
+          ins={"daily_rows": dg.AssetIn(partition_mapping=dg.TimeWindowPartitionMapping(start_offset=-2))})
+def two_day_sum(daily_rows: pd.DataFrame) -> pd.DataFrame:
+    return pd.DataFrame({"total": [int(daily_rows.value.sum())], "rows": [len(daily_rows)]})
+
+
+def test_range_run_writes_one_file_per_day_including_empty_days(tmp_path):
+    manager = PartitionedParquetIOManager(base_dir=str(tmp_path))
+    result = dg.materialize([daily_rows], resources={"parquet_io_manager": manager}, tags=RANGE_TAGS)
+    assert result.success
+    folder = tmp_path / "daily_rows"
+    assert sorted(p.name for p in folder.glob("*.parquet")) == [
+        "2013-01-02.parquet", "2013-01-03.parquet", "2013-01-04.parquet"
+    ]
+    assert len(pd.read_parquet(folder / "2013-01-02.parquet")) == 3
+    empty = pd.read_parquet(folder / "2013-01-03.parquet")
+    assert len(empty) == 0 and list(empty.columns) == ["partition_date", "value", "version"]
+    assert not list(folder.glob(".*tmp")), "no temporary files are left behind"
+
+
+def test_rematerializing_replaces_exactly_its_partition(tmp_path):
+    manager = PartitionedParquetIOManager(base_dir=str(tmp_path))
+    resources = {"parquet_io_manager": manager}
+    assert dg.materialize([daily_rows], resources=resources, tags=RANGE_TAGS).success
+    assert dg.materialize(
+        [daily_rows], resources=resources, partition_key="2013-01-04", tags={"version": "2"}
+    ).success
+    folder = tmp_path / "daily_rows"
+    assert set(pd.read_parquet(folder / "2013-01-04.parquet").version) == {"2"}
+    assert set(pd.read_parquet(folder / "2013-01-02.parquet").version) == {"1"}
+    assert len(pd.read_parquet(folder / "2013-01-04.parquet")) == 3
+
+
+def test_downstream_loads_mapped_partitions_and_names_missing_ones(tmp_path):
+    manager = PartitionedParquetIOManager(base_dir=str(tmp_path))
+    resources = {"parquet_io_manager": manager}
+    assert dg.materialize([daily_rows], resources=resources, tags=RANGE_TAGS).success
+    result = dg.materialize(
+        [daily_rows, two_day_sum], selection=[two_day_sum], resources=resources, partition_key="2013-01-04"
+    )
+    assert result.success
+    out = pd.read_parquet(tmp_path / "two_day_sum" / "2013-01-04.parquet")
+    assert out.rows.item() == 6  # 01-02 (3 rows) + 01-03 (0 rows) + 01-04 (3 rows)
+    with pytest.raises(MissingPartitionError, match=r"daily_rows: partition\(s\) 2013-01-07, 2013-01-08"):
+        dg.materialize([daily_rows, two_day_sum], selection=[two_day_sum], resources=resources,
+                       partition_key="2013-01-09")
+
+
+def test_failed_write_keeps_the_previous_file(tmp_path):
+    target = tmp_path / "x" / "2013-01-01.parquet"
+    atomic_write_parquet(pd.DataFrame({"a": [1, 2]}), target)
+
+    class Unwritable(pd.DataFrame):
+        def to_parquet(self, *args, **kwargs):  # a crash half-way through writing
+            with open(args[0], "wb") as handle:
+                handle.write(b"PAR1 half")
+            raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        atomic_write_parquet(Unwritable({"a": [9]}), target)
+    assert pd.read_parquet(target).a.tolist() == [1, 2]
+    assert os.listdir(target.parent) == ["2013-01-01.parquet"]
+
+
+def test_output_outside_the_run_window_is_refused(tmp_path):
+    @dg.asset(partitions_def=DAYS, io_manager_key="parquet_io_manager",
+              metadata={"partition_column": "partition_date"})
+    def wrong_days() -> pd.DataFrame:
+        return pd.DataFrame({"partition_date": ["2013-01-05"], "value": [1]})
+
+    manager = PartitionedParquetIOManager(base_dir=str(tmp_path))
+    with pytest.raises(ValueError, match=r"outside the partitions being written"):
+        dg.materialize([wrong_days], resources={"parquet_io_manager": manager}, partition_key="2013-01-04")
+    assert not (tmp_path / "wrong_days").exists()
