@@ -1,0 +1,475 @@
+"""Few-shot example selection and prompt rendering, plus the ``fewshot-select`` command line.
+
+Selection takes the nearest examples to a query vector from the store and then applies, in order:
+an optional label filter and minimum score (pushed down to Qdrant), label balancing (each label gets
+an equal share of ``k``; labels with too few candidates leave their share to the others) and MMR
+diversity (maximal marginal relevance: ``lambda * relevance - (1 - lambda) * max similarity to the
+examples already chosen``). The helpers work on plain ``Example`` objects and numpy vectors, so they
+are tested without a store.
+
+Prompt templates (instruction, chat, completion) are versioned in the few-shot YAML and rendered with
+``str.format`` placeholders; unknown placeholders are a clear error.
+
+Command line (after install: ``fewshot-select``; or ``python -m ml_assets.fewshot_selection``)::
+
+    fewshot-select "the coffee was stale and bitter" -k 4 --balance --mmr 0.7 --prompt review_chat
+
+Only the standard library is imported at module level; numpy, the model and Qdrant are loaded by the
+functions that use them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from ml_assets.fewshot_config import FewshotSpec, PromptTemplate
+
+# search(vector, limit, label, score_threshold, with_vectors) -> [{"id", "score", "payload", "vector"}]
+SearchFn = Callable[[Any, int, "str | None", "float | None", bool], list[dict[str, Any]]]
+
+
+class SelectionError(ValueError):
+    """Invalid selection parameters."""
+
+
+class PromptRenderError(ValueError):
+    """A template could not be rendered; the message names the template and the placeholder."""
+
+
+@dataclass(frozen=True)
+class Example:
+    """A labeled example with its similarity ``score`` to the query (and its vector when fetched)."""
+
+    id: str
+    text: str
+    label: str
+    score: float = 0.0
+    vector: Any = None
+    payload: Mapping[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "score": round(self.score, 6), "label": self.label, "text": self.text}
+
+
+@dataclass(frozen=True)
+class SelectionParams:
+    """What to select: ``k`` examples, optionally of one ``label``, scoring at least ``min_score``,
+    balanced across labels, and diversified with MMR (``mmr_lambda`` in [0, 1]; None = plain top-k).
+    """
+
+    k: int = 4
+    label: str | None = None
+    min_score: float | None = None
+    balance_labels: bool = False
+    mmr_lambda: float | None = None
+    fetch_k: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.k < 1:
+            raise SelectionError(f"k must be at least 1, got {self.k}")
+        if self.mmr_lambda is not None and not 0.0 <= self.mmr_lambda <= 1.0:
+            raise SelectionError(f"mmr_lambda must be between 0 and 1, got {self.mmr_lambda}")
+        if self.min_score is not None and not -1.0 <= self.min_score <= 1.0:
+            raise SelectionError(f"min_score is a cosine similarity in [-1, 1], got {self.min_score}")
+        if self.fetch_k is not None and self.fetch_k < self.k:
+            raise SelectionError(f"fetch_k ({self.fetch_k}) must be at least k ({self.k})")
+
+    @property
+    def needs_candidates(self) -> bool:
+        return self.mmr_lambda is not None or (self.balance_labels and self.label is None)
+
+    @property
+    def candidates(self) -> int:
+        """How many candidates to fetch (per label when balancing)."""
+        if not self.needs_candidates:
+            return self.k
+        return self.fetch_k or max(4 * self.k, 20)
+
+
+# -- pure helpers -------------------------------------------------------------------------------
+
+
+def to_examples(points: Sequence[Mapping[str, Any]]) -> list[Example]:
+    """Examples from store hits (``{"id", "score", "payload", "vector"}``)."""
+    return [
+        Example(
+            id=str(p["id"]),
+            text=str(p["payload"].get("text", "")),
+            label=str(p["payload"].get("label", "")),
+            score=float(p["score"]),
+            vector=p.get("vector"),
+            payload=p["payload"],
+        )
+        for p in points
+    ]
+
+
+def filter_label(candidates: Sequence[Example], label: str | None) -> list[Example]:
+    return [c for c in candidates if label is None or c.label == label]
+
+
+def filter_min_score(candidates: Sequence[Example], min_score: float | None) -> list[Example]:
+    return [c for c in candidates if min_score is None or c.score >= min_score]
+
+
+def top_k(candidates: Sequence[Example], k: int) -> list[Example]:
+    """The ``k`` highest-scoring candidates, best first (ties keep their order)."""
+    return sorted(candidates, key=lambda c: -c.score)[:k]
+
+
+def mmr(candidates: Sequence[Example], k: int, lambda_: float) -> list[Example]:
+    """Maximal marginal relevance: greedily pick ``argmax lambda*score - (1-lambda)*max_sim``.
+
+    ``score`` is the similarity to the query; ``max_sim`` the highest cosine similarity to the
+    examples already picked (vectors are normalized, so cosine = dot product). Returned in pick order.
+    """
+    import numpy as np
+
+    pool = list(candidates)
+    if not pool or k <= 0:
+        return []
+    if any(c.vector is None for c in pool):
+        raise SelectionError("MMR needs the candidates' vectors (fetch them with with_vectors=True)")
+    vectors = np.asarray([c.vector for c in pool], dtype=np.float32)
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    vectors = vectors / np.where(norms == 0, 1.0, norms)
+    relevance = np.asarray([c.score for c in pool], dtype=np.float64)
+    chosen: list[int] = []
+    max_sim = np.full(len(pool), -np.inf)
+    available = np.ones(len(pool), dtype=bool)
+    for _ in range(min(k, len(pool))):
+        redundancy = np.where(np.isfinite(max_sim), max_sim, 0.0)
+        value = lambda_ * relevance - (1.0 - lambda_) * redundancy
+        value[~available] = -np.inf
+        best = int(np.argmax(value))
+        chosen.append(best)
+        available[best] = False
+        max_sim = np.maximum(max_sim, vectors @ vectors[best])
+    return [pool[i] for i in chosen]
+
+
+def label_quotas(labels: Sequence[str], k: int) -> dict[str, int]:
+    """Split ``k`` as evenly as possible over ``labels``; the first labels get the remainder."""
+    if not labels:
+        return {}
+    base, extra = divmod(k, len(labels))
+    return {label: base + (1 if i < extra else 0) for i, label in enumerate(labels)}
+
+
+def balance_labels(
+    candidates: Sequence[Example],
+    k: int,
+    labels: Sequence[str] | None = None,
+    pick: Callable[[Sequence[Example], int], list[Example]] = top_k,
+) -> list[Example]:
+    """``k`` examples with labels as even as the candidates allow, best first.
+
+    Labels are ordered by their best candidate (so the remainder of ``k`` goes to the most similar
+    labels); each label's share is picked with ``pick`` (top-k or MMR); a label with too few
+    candidates leaves its share to the best remaining candidates of any label.
+    """
+    by_label: dict[str, list[Example]] = {}
+    for c in sorted(candidates, key=lambda c: -c.score):
+        by_label.setdefault(c.label, []).append(c)
+    present = sorted(by_label, key=lambda lab: -by_label[lab][0].score)
+    if labels is not None:
+        present = [lab for lab in present if lab in set(labels)]
+    chosen: list[Example] = []
+    for label, quota in label_quotas(present, k).items():
+        chosen.extend(pick(by_label[label], quota))
+    if len(chosen) < k:
+        taken = {c.id for c in chosen}
+        rest = [c for lab in present for c in by_label[lab] if c.id not in taken]
+        chosen.extend(pick(rest, k - len(chosen)))
+    return sorted(chosen, key=lambda c: -c.score)[:k]
+
+
+def select_from_candidates(
+    candidates: Sequence[Example], params: SelectionParams, labels: Sequence[str] | None = None
+) -> list[Example]:
+    """Apply the label filter, minimum score, balancing and MMR of ``params`` to ``candidates``."""
+    pool = filter_min_score(filter_label(candidates, params.label), params.min_score)
+    if params.mmr_lambda is not None:
+        lam = params.mmr_lambda
+
+        def pick(cands: Sequence[Example], n: int) -> list[Example]:
+            return mmr(cands, n, lam)
+    else:
+        pick = top_k
+    if params.balance_labels and params.label is None:
+        return balance_labels(pool, params.k, labels, pick=pick)
+    return pick(pool, params.k)
+
+
+def select_examples(
+    search: SearchFn,
+    query_vector: Any,
+    params: SelectionParams,
+    labels: Sequence[str] | None = None,
+) -> list[Example]:
+    """Select few-shot examples for one query vector from a store ``search`` function.
+
+    The minimum score is pushed down to the store. A label filter or label balancing first reads the
+    top ``candidates x labels`` hits unfiltered and filters them here (exact: the best examples of a
+    label are the first ones of that label in the global ranking); only a label with too few hits
+    among them is searched again with a store-side filter. Filtered searches are slow in Qdrant local
+    mode (the filter runs in Python over every point), so this keeps selection fast there. MMR
+    fetches ``params.candidates`` candidates with their vectors.
+    """
+    with_vectors = params.mmr_lambda is not None
+    wanted = [params.label] if params.label is not None else list(labels or []) if params.balance_labels else []
+    if not wanted:
+        hits = search(query_vector, params.candidates, None, params.min_score, with_vectors)
+        return select_from_candidates(to_examples(hits), params, labels)
+    # MMR needs its candidates per label; plain top-k (balanced or not) needs at most k per label.
+    per_label = params.candidates if with_vectors else params.k
+    limit = max(2 * per_label * max(len(labels or []), 2), 50)
+    hits = search(query_vector, limit, None, params.min_score, with_vectors)
+    complete = len(hits) < limit  # the store had no more hits above min_score
+    kept = [h for h in hits if str(h["payload"].get("label")) in wanted]
+    if not complete:
+        for label in wanted:
+            if sum(1 for h in kept if str(h["payload"].get("label")) == label) < per_label:
+                kept = [h for h in kept if str(h["payload"].get("label")) != label]
+                kept.extend(search(query_vector, per_label, label, params.min_score, with_vectors))
+    if params.label is None:  # balancing: each label contributes at most its candidates
+        seen: dict[str, int] = {}
+        trimmed = []
+        for h in sorted(kept, key=lambda h: -h["score"]):
+            label = str(h["payload"].get("label"))
+            seen[label] = seen.get(label, 0) + 1
+            if seen[label] <= per_label:
+                trimmed.append(h)
+        kept = trimmed
+    else:
+        kept = sorted(kept, key=lambda h: -h["score"])[:per_label]
+    return select_from_candidates(to_examples(kept), params, labels)
+
+
+# -- prompts ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RenderedPrompt:
+    """A rendered prompt: ``text`` for instruction/completion templates, ``messages`` for chat."""
+
+    template: str
+    version: int
+    kind: str
+    text: str | None = None
+    messages: list[dict[str, str]] | None = None
+
+    def as_text(self) -> str:
+        if self.text is not None:
+            return self.text
+        return "\n\n".join(f"[{m['role']}]\n{m['content']}" for m in self.messages or [])
+
+    def to_dict(self) -> dict[str, Any]:
+        body: dict[str, Any] = {"template": self.template, "version": self.version, "kind": self.kind}
+        if self.messages is not None:
+            body["messages"] = self.messages
+        else:
+            body["text"] = self.text
+        return body
+
+
+def _format(part: str, text: str, values: Mapping[str, Any], template: str) -> str:
+    try:
+        return text.format_map(values)
+    except KeyError as exc:
+        raise PromptRenderError(
+            f"template '{template}' {part}: no value for placeholder {{{exc.args[0]}}}"
+            f" (available: {sorted(values)})"
+        ) from None
+    except (ValueError, IndexError, AttributeError) as exc:
+        raise PromptRenderError(f"template '{template}' {part}: {exc}") from None
+
+
+def render_prompt(
+    template: PromptTemplate,
+    query: str,
+    examples: Sequence[Example],
+    *,
+    name: str = "template",
+    labels: Sequence[str] = (),
+    variables: Mapping[str, Any] | None = None,
+) -> RenderedPrompt:
+    """Render a few-shot prompt from ``examples`` (in the given order) and the ``query`` text.
+
+    Values: ``{query} {labels} {k}`` everywhere, ``{text} {label} {score} {index}`` per example, the
+    template's own ``variables`` and then the caller's ``variables`` (which win).
+    """
+    common: dict[str, Any] = {
+        "query": query,
+        "labels": ", ".join(labels),
+        "k": len(examples),
+        **template.variables,
+        **(variables or {}),
+    }
+
+    def example_values(i: int, ex: Example) -> dict[str, Any]:
+        return {**common, "text": ex.text, "label": ex.label, "score": f"{ex.score:.3f}", "index": i + 1}
+
+    if template.kind == "chat":
+        messages = [{"role": "system", "content": _format("instruction", template.instruction, common, name)}]
+        for i, ex in enumerate(examples):
+            values = example_values(i, ex)
+            messages.append({"role": "user", "content": _format("example_user", template.example_user, values, name)})
+            messages.append(
+                {"role": "assistant", "content": _format("example_assistant", template.example_assistant, values, name)}
+            )
+        messages.append({"role": "user", "content": _format("query", template.query, common, name)})
+        return RenderedPrompt(name, template.version, template.kind, messages=messages)
+
+    parts: list[str] = []
+    head = template.instruction if template.kind == "instruction" else template.prefix
+    if head:
+        parts.append(_format("instruction" if template.kind == "instruction" else "prefix", head, common, name))
+    parts.extend(_format("example", template.example, example_values(i, ex), name) for i, ex in enumerate(examples))
+    parts.append(_format("query", template.query, common, name))
+    return RenderedPrompt(name, template.version, template.kind, text=template.separator.join(parts))
+
+
+# -- command line -------------------------------------------------------------------------------
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="fewshot-select",
+        description="Select the few-shot examples most similar to a query text, and render a prompt.",
+    )
+    parser.add_argument("query", help="the query text ('-' reads it from stdin)")
+    parser.add_argument("--config", help="few-shot YAML (default: pipelines/reviews_fewshot.yaml)")
+    parser.add_argument("-k", type=int, help="number of examples (default: selection.k)")
+    parser.add_argument("--label", help="only examples with this label")
+    parser.add_argument("--min-score", type=float, help="minimum cosine similarity")
+    parser.add_argument("--balance", action="store_true", default=None, help="balance labels")
+    parser.add_argument("--mmr", type=float, metavar="LAMBDA", help="MMR diversity, 0..1 (1 = relevance only)")
+    parser.add_argument("--fetch-k", type=int, help="candidates fetched for MMR / balancing")
+    parser.add_argument(
+        "--prompt", nargs="?", const="", metavar="TEMPLATE", help="render a prompt (default template if no name)"
+    )
+    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    parser.add_argument("--qdrant-path", help="local Qdrant folder (default: vector_store.path)")
+    parser.add_argument("--collection", help="collection name (default: from the YAML and model)")
+    parser.add_argument("--lock-timeout", type=float, help="seconds to wait for a locked local store")
+    return parser
+
+
+def params_from_args(spec: FewshotSpec, args: argparse.Namespace) -> SelectionParams:
+    defaults = spec.selection
+    return SelectionParams(
+        k=args.k if args.k is not None else defaults.k,
+        label=args.label,
+        min_score=args.min_score if args.min_score is not None else defaults.min_score,
+        balance_labels=args.balance if args.balance is not None else defaults.balance_labels,
+        mmr_lambda=args.mmr if args.mmr is not None else defaults.mmr_lambda,
+        fetch_k=args.fetch_k if args.fetch_k is not None else defaults.fetch_k,
+    )
+
+
+def _shorten(text: str, width: int = 100) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def run_selection(
+    spec: FewshotSpec,
+    query: str,
+    params: SelectionParams,
+    *,
+    embedder: Any,
+    store: Any,
+    collection: str | None = None,
+) -> list[Example]:
+    """Embed ``query`` and select examples from the store (opened and closed here)."""
+    if params.label is not None and params.label not in spec.labels:
+        raise SelectionError(f"unknown label '{params.label}' (labels: {spec.labels})")
+    vector = embedder.embed([query])[0]
+    name = collection or spec.collection_name(embedder.name)
+    with store.open() as client:
+        store.require_collection(client, name)
+
+        def search(vec: Any, limit: int, label: str | None, threshold: float | None, vectors: bool):
+            return store.search(client, name, vec, limit, label, threshold, vectors)
+
+        return select_examples(search, vector, params, spec.labels)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``fewshot-select``: print the top-k examples with scores (and optionally a rendered prompt)."""
+    from ml_assets.fewshot_config import DEFAULT_FEWSHOT_YAML, load_fewshot_spec
+    from ml_assets.pipeline_config import PipelineConfigError
+    from resources.embedder import EmbedderError, SentenceTransformerEmbedder
+    from resources.vector_store import QdrantVectorStore, VectorStoreError
+
+    args = _parser().parse_args(argv)
+    query = sys.stdin.read() if args.query == "-" else args.query
+    try:
+        spec = load_fewshot_spec(args.config or DEFAULT_FEWSHOT_YAML)
+        params = params_from_args(spec, args)
+        template_name = None
+        if args.prompt is not None:
+            template_name = args.prompt or spec.prompts.default
+            if template_name not in spec.prompts.templates:
+                raise SelectionError(
+                    f"unknown template '{template_name}' (templates: {sorted(spec.prompts.templates)})"
+                )
+        embedder = SentenceTransformerEmbedder(
+            model_path=spec.embedding.model_path,
+            model_name=spec.embedding.model_name,
+            batch_size=spec.embedding.batch_size,
+            device=spec.embedding.device,
+            precision=spec.embedding.precision,
+        )
+        store = QdrantVectorStore(
+            path=args.qdrant_path or spec.store_path(),
+            url=os.environ.get("QDRANT_URL") or None,
+            api_key=os.environ.get("QDRANT_API_KEY") or None,
+            lock_timeout_seconds=(
+                args.lock_timeout if args.lock_timeout is not None else spec.vector_store.lock_timeout_seconds
+            ),
+        )
+        selected = run_selection(spec, query, params, embedder=embedder, store=store, collection=args.collection)
+        prompt = None
+        if template_name is not None:
+            prompt = render_prompt(
+                spec.prompts.templates[template_name], query, selected, name=template_name, labels=spec.labels
+            )
+    except (PipelineConfigError, SelectionError, PromptRenderError, VectorStoreError, EmbedderError) as exc:
+        print(f"fewshot-select: error: {exc}", file=sys.stderr)
+        return 2
+
+    if args.json:
+        body: dict[str, Any] = {"query": query, "examples": [e.to_dict() for e in selected]}
+        if prompt is not None:
+            body["prompt"] = prompt.to_dict()
+        print(json.dumps(body, indent=2, ensure_ascii=False))
+        return 0
+    if not selected:
+        print("no example matched (check --label / --min-score)")
+    for rank, ex in enumerate(selected, start=1):
+        print(f"{rank:>2}  {ex.score:.4f}  {ex.label:<10} {_shorten(ex.text)}")
+    if prompt is not None:
+        print(f"\n--- prompt: {prompt.template} v{prompt.version} ({prompt.kind}) ---")
+        print(prompt.as_text())
+    return 0
+
+
+def with_k(params: SelectionParams, k: int) -> SelectionParams:
+    """A copy of ``params`` with another ``k`` (fetch_k raised if needed)."""
+    fetch_k = params.fetch_k if params.fetch_k is None or params.fetch_k >= k else k
+    return replace(params, k=k, fetch_k=fetch_k)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

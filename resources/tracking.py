@@ -1,0 +1,121 @@
+"""The experiment-tracking resource: MLflow with an embedded default.
+
+Default: a SQLite backend in ``<repo>/.mlflow/mlflow.db`` with artifacts under
+``<repo>/.mlflow/artifacts`` (no server). Set ``tracking_uri`` (e.g. from
+``dg.EnvVar("MLFLOW_TRACKING_URI")``) to use an MLflow tracking server instead. The resource is
+general: ``start_run(experiment, run_name, tags)`` is a context manager around an MLflow run, and
+``log_metrics`` / ``log_params`` / ``log_dict`` write to the active run, so model training,
+evaluation and the few-shot store share it.
+
+mlflow is imported inside the methods that use it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+from pydantic import Field
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_MLFLOW_DIR = REPO_ROOT / ".mlflow"
+
+
+class MlflowTracking(dg.ConfigurableResource):
+    """MLflow experiment tracking (and model registry): local SQLite + artifact folder by default,
+    or a tracking server when ``tracking_uri`` is set (``MLFLOW_TRACKING_URI``)."""
+
+    tracking_uri: str | None = Field(
+        default=None,
+        description="MLflow tracking URI; default sqlite:///<local_dir>/mlflow.db.",
+    )
+    local_dir: str = Field(
+        default=str(DEFAULT_MLFLOW_DIR),
+        description="Folder of the embedded default (SQLite database and artifacts).",
+    )
+    artifact_location: str | None = Field(
+        default=None,
+        description="Artifact root for new experiments; default <local_dir>/artifacts in local mode.",
+    )
+
+    def resolved_tracking_uri(self) -> str:
+        if self.tracking_uri:
+            return self.tracking_uri
+        return f"sqlite:///{Path(self.local_dir).resolve() / 'mlflow.db'}"
+
+    def resolved_artifact_location(self, experiment: str) -> str | None:
+        if self.artifact_location:
+            return f"{self.artifact_location.rstrip('/')}/{experiment}"
+        if self.tracking_uri:
+            return None  # the server decides
+        return (Path(self.local_dir).resolve() / "artifacts" / experiment).as_uri()
+
+    def _configure(self) -> Any:
+        import mlflow
+
+        if not self.tracking_uri:
+            Path(self.local_dir).mkdir(parents=True, exist_ok=True)
+        mlflow.set_tracking_uri(self.resolved_tracking_uri())
+        return mlflow
+
+    def client(self) -> Any:
+        """An ``mlflow.MlflowClient`` bound to this tracking URI."""
+        mlflow = self._configure()
+        return mlflow.MlflowClient(tracking_uri=self.resolved_tracking_uri())
+
+    def experiment_id(self, experiment: str) -> str:
+        """The id of ``experiment``, created (with this resource's artifact location) if missing."""
+        client = self.client()
+        found = client.get_experiment_by_name(experiment)
+        if found is not None:
+            return found.experiment_id
+        return client.create_experiment(
+            experiment, artifact_location=self.resolved_artifact_location(experiment)
+        )
+
+    @contextmanager
+    def start_run(
+        self,
+        experiment: str,
+        run_name: str | None = None,
+        tags: Mapping[str, str] | None = None,
+        nested: bool = False,
+    ) -> Iterator[Any]:
+        """An active MLflow run in ``experiment``; ended (FINISHED, or FAILED on error) on exit."""
+        mlflow = self._configure()
+        experiment_id = self.experiment_id(experiment)
+        with mlflow.start_run(
+            experiment_id=experiment_id, run_name=run_name, tags=dict(tags or {}), nested=nested
+        ) as run:
+            yield run
+
+    def log_params(self, params: Mapping[str, Any]) -> None:
+        import mlflow
+
+        mlflow.log_params({k: v for k, v in params.items() if v is not None})
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+        import mlflow
+
+        mlflow.log_metrics({k: float(v) for k, v in metrics.items()}, step=step)
+
+    def log_dict(self, data: Mapping[str, Any], artifact_file: str) -> None:
+        import mlflow
+
+        mlflow.log_dict(dict(data), artifact_file)
+
+    def log_text(self, text: str, artifact_file: str) -> None:
+        import mlflow
+
+        mlflow.log_text(text, artifact_file)
+
+    def run_url(self, run: Any) -> str | None:
+        """A link to the run in the MLflow UI when the tracking URI is an http(s) server."""
+        uri = self.resolved_tracking_uri()
+        if not uri.startswith(("http://", "https://")):
+            return None
+        info = run.info
+        return f"{uri.rstrip('/')}/#/experiments/{info.experiment_id}/runs/{info.run_id}"
