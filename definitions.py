@@ -11,6 +11,7 @@ from __future__ import annotations
 import dagster as dg
 
 from ml_assets import build_tabular_defs
+from ml_assets.fewshot import build_fewshot_defs
 from resources import build_resource_defs
 from sensors import build_automation_defs
 
@@ -23,6 +24,7 @@ EXECUTOR = dg.multiprocess_executor.configured(
 
 defs = dg.Definitions.merge(
     build_tabular_defs(),
+    build_fewshot_defs(),
     build_automation_defs(),
     build_resource_defs(),
     dg.Definitions(executor=EXECUTOR),
