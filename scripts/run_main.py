@@ -1,0 +1,165 @@
+"""The main job: materialize the whole asset graph on the embedded defaults, then say where to look.
+
+Run through ``./run.sh main``. Every asset group is materialized with the ``dagster`` CLI against the
+project instance (``$DAGSTER_HOME``), in dependency order: a daily-partitioned group as one run over
+all of its partitions (single-run backfill), an unpartitioned group as one run. The full Dagster log
+of each run goes to ``$DAGSTER_HOME/logs/``; the console shows step outcomes and warnings.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+SHOWN_EVENTS = ("STEP_SUCCESS", "STEP_FAILURE", "STEP_SKIPPED", "RUN_SUCCESS", "RUN_FAILURE",
+                "ASSET_CHECK_EVALUATION", " - ERROR - ", " - WARNING - ")
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One CLI run: an asset group, over a partition range or unpartitioned."""
+
+    group: str
+    partition_range: tuple[str, str] | None
+
+    def command(self) -> list[str]:
+        cmd = [str(REPO_ROOT / ".venv" / "bin" / "dagster"), "asset", "materialize",
+               "-f", "definitions.py", "--select", f"group:{self.group}"]
+        if self.partition_range:
+            cmd += ["--partition-range", "...".join(self.partition_range)]
+        return cmd
+
+    def describe(self) -> str:
+        if self.partition_range:
+            return f"group '{self.group}', partitions {self.partition_range[0]} .. {self.partition_range[1]}"
+        return f"group '{self.group}'"
+
+
+def plan_stages() -> list[Stage]:
+    """Asset groups in dependency order, each with its full partition range if partitioned."""
+    import dagster as dg
+
+    from definitions import defs
+
+    graph = defs.resolve_asset_graph()
+    groups: dict[str, list[dg.AssetKey]] = {}
+    for key in graph.materializable_asset_keys:
+        groups.setdefault(graph.get(key).group_name or "default", []).append(key)
+    upstream_groups: dict[str, set[str]] = {g: set() for g in groups}
+    for group, keys in groups.items():
+        for key in keys:
+            for parent in graph.get(key).parent_keys:
+                if graph.has(parent) and graph.get(parent).is_materializable:
+                    parent_group = graph.get(parent).group_name or "default"
+                    if parent_group != group:
+                        upstream_groups[group].add(parent_group)
+    ordered: list[str] = []
+    while len(ordered) < len(groups):
+        ready = sorted(g for g in groups if g not in ordered and upstream_groups[g] <= set(ordered))
+        if not ready:
+            raise RuntimeError(f"asset groups depend on each other in a cycle: {upstream_groups}")
+        ordered.extend(ready)
+    stages = []
+    for group in ordered:
+        partitions_defs = {graph.get(k).partitions_def for k in groups[group]}
+        partitions_def = next(iter(partitions_defs)) if len(partitions_defs) == 1 else None
+        if partitions_def is not None:
+            keys = partitions_def.get_partition_keys()
+            stages.append(Stage(group, (keys[0], keys[-1])))
+        else:
+            stages.append(Stage(group, None))
+    return stages
+
+
+def run_stage(stage: Stage, log_dir: Path) -> float:
+    started = time.monotonic()
+    log_path = log_dir / f"main-{stage.group}.log"
+    print(f"\n==> materializing {stage.describe()}", flush=True)
+    print(f"    $ {' '.join(stage.command()[1:])}  (full log: {log_path})", flush=True)
+    with log_path.open("w", encoding="utf-8") as log:
+        process = subprocess.Popen(stage.command(), cwd=REPO_ROOT, stdout=subprocess.PIPE,
+                                   stderr=subprocess.STDOUT, text=True, errors="replace")
+        assert process.stdout is not None
+        for line in process.stdout:
+            log.write(line)
+            if any(token in line for token in SHOWN_EVENTS):
+                print("    " + _short(line), flush=True)
+        code = process.wait()
+    elapsed = time.monotonic() - started
+    if code != 0:
+        print(f"\n!! {stage.describe()} failed after {elapsed:.0f} s; see {log_path}", file=sys.stderr)
+        raise SystemExit(code)
+    print(f"    done in {elapsed:.1f} s", flush=True)
+    return elapsed
+
+
+def _short(line: str) -> str:
+    """`date - dagster - LEVEL - job - run_id - [pid -] [step -] message` -> `[step] message`."""
+    parts = line.rstrip().split(" - ")
+    if len(parts) < 6:
+        return line.rstrip()
+    rest = parts[5:]
+    if rest and rest[0].isdigit():
+        rest = rest[1:]
+    text = " - ".join(rest).split(" Description: ")[0]
+    return text if len(text) <= 200 else text[:197] + "..."
+
+
+def summary() -> str:
+    import dagster as dg
+
+    from definitions import defs
+    from resources import data_dir
+
+    instance = dg.DagsterInstance.get()
+    graph = defs.resolve_asset_graph()
+    lines = ["", "==> what was materialized"]
+    for key in sorted(graph.materializable_asset_keys, key=lambda k: k.to_user_string()):
+        node = graph.get(key)
+        if node.partitions_def is not None:
+            done = instance.get_materialized_partitions(key)
+            lines.append(f"    {key.to_user_string():40s} {len(done)} of "
+                         f"{node.partitions_def.get_num_partitions()} partitions")
+        else:
+            event = instance.get_latest_materialization_event(key)
+            lines.append(f"    {key.to_user_string():40s} {'materialized' if event else 'NOT materialized'}")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    import warnings
+
+    warnings.filterwarnings("ignore", category=Warning, module="dagster")
+    started = time.monotonic()
+    home = Path(os.environ.setdefault("DAGSTER_HOME", str(REPO_ROOT / "dagster_home")))
+    log_dir = home / "logs"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    os.chdir(REPO_ROOT)
+    sys.path.insert(0, str(REPO_ROOT))
+    stages = plan_stages()
+    print(f"==> main job: {len(stages)} stage(s) on the instance in {home}")
+    for stage in stages:
+        run_stage(stage, log_dir)
+    print(summary())
+    from resources import data_dir
+
+    total = time.monotonic() - started
+    print(f"""
+==> where to look
+    Dagster UI:   ./run.sh dev      (then open http://127.0.0.1:3000; same as
+                  DAGSTER_HOME={home} .venv/bin/dagster dev -w workspace.yaml -h 127.0.0.1)
+    MLflow UI:    .venv/bin/mlflow ui --backend-store-uri sqlite:///{REPO_ROOT}/.mlflow/mlflow.db \\
+                      --default-artifact-root {REPO_ROOT}/.mlflow/artifacts --host 127.0.0.1
+    Asset data:   {data_dir() / 'assets'}
+    Run logs:     {log_dir}
+
+==> main job finished in {total:.0f} s (total wall time)""")
+
+
+if __name__ == "__main__":
+    main()
