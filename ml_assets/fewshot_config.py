@@ -20,6 +20,7 @@ from typing import Annotated, Literal
 from pydantic import Field, ValidationError, field_validator, model_validator
 
 from ml_assets.pipeline_config import (
+    Identifier,
     PIPELINES_DIR,
     PipelineConfigError,
     _Strict,
@@ -30,7 +31,6 @@ from ml_assets.pipeline_config import (
 REPO_ROOT = PIPELINES_DIR.parent
 DEFAULT_FEWSHOT_YAML = PIPELINES_DIR / "reviews_fewshot.yaml"
 
-_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _COLLECTION = re.compile(r"^[A-Za-z0-9_\-{}]+$")
 
 # Variables every template may use; a template's own ``variables`` add to them.
@@ -216,7 +216,7 @@ class FewshotSpec(_Strict):
     """One few-shot example store: source, labels, limits, embedding, store, selection, prompts."""
 
     kind: Literal["fewshot"]
-    name: str
+    name: Identifier
     description: str = ""
     source: ExamplesSource
     labels: list[str] = Field(min_length=1)
@@ -227,13 +227,6 @@ class FewshotSpec(_Strict):
     selection: Selection = Field(default_factory=Selection)
     prompts: Prompts
     evaluation: Evaluation = Field(default_factory=Evaluation)
-
-    @field_validator("name")
-    @classmethod
-    def _identifier(cls, value: str) -> str:
-        if not _IDENTIFIER.match(value):
-            raise ValueError(f"'{value}' must be a Python-style identifier (letters, digits, _)")
-        return value
 
     @field_validator("labels")
     @classmethod

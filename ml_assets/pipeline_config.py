@@ -21,13 +21,31 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 PIPELINES_DIR = Path(__file__).resolve().parent.parent / "pipelines"
 
 _ENV_PATTERN = re.compile(r"\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?::-(?P<default>[^}]*))?\}")
 _RULE_PATTERN = re.compile(r"^\s*(?P<op>>=|<=|==|!=|>|<)\s*(?P<value>-?\d+(?:\.\d+)?)\s*$")
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def _check_identifier(value: str) -> str:
+    if not _IDENTIFIER.match(value):
+        raise ValueError(f"'{value}' must be a Python-style identifier (letters, digits, _)")
+    return value
+
+
+Identifier = Annotated[str, AfterValidator(_check_identifier)]
+"""A name used in asset keys and run config: letters, digits and underscores."""
 
 
 class PipelineConfigError(ValueError):
@@ -206,20 +224,13 @@ class PipelineSpec(_Strict):
     """One tabular pipeline: sources, partitioning, target, features and validation."""
 
     kind: Literal["tabular"] = "tabular"
-    name: str
+    name: Identifier
     description: str = ""
     sources: dict[str, SourceSpec]
     partitioning: Partitioning | None = None
     target: Target
     features: Features = Field(default_factory=Features)
     # Sections owned by later stages (model, evaluation, drift, alerts, few-shot) are added here.
-
-    @field_validator("name")
-    @classmethod
-    def _identifier(cls, value: str) -> str:
-        if not _IDENTIFIER.match(value):
-            raise ValueError(f"'{value}' must be a Python-style identifier (letters, digits, _)")
-        return value
 
     @field_validator("sources")
     @classmethod
