@@ -82,6 +82,38 @@ def frame_metadata(frame, *, preview_columns: list[str] | None = None) -> dict[s
     }
 
 
+def range_metadata(frame, partition_keys: list[str] | None, days) -> dict[str, Any]:
+    """Metadata for a run's output: per-day row counts in a range run, whole-frame figures otherwise.
+
+    In a run over several days the output metadata is attached to every day's materialization, so
+    whole-run figures are named ``run_*`` and each day gets its own ``dagster/row_count`` through
+    ``add_asset_metadata(partition_key=...)`` (see ``per_day_metadata``).
+    """
+    metadata = frame_metadata(frame)
+    if partition_keys is None or len(partition_keys) == 1 or days is None:
+        return metadata
+    row_count = metadata.pop("dagster/row_count")
+    return {
+        **metadata,
+        "run_rows": row_count,
+        "run_days": dg.MetadataValue.int(len(partition_keys)),
+        "run_days_without_rows": dg.MetadataValue.int(len(set(partition_keys) - set(days.unique()))),
+    }
+
+
+def per_day_metadata(context: dg.AssetExecutionContext, partition_keys: list[str] | None, days, extra=None) -> None:
+    """Give each day of a range run its own row count (and any per-day ``extra`` series)."""
+    if partition_keys is None or len(partition_keys) == 1 or days is None:
+        return
+    counts = days.value_counts()
+    for day in partition_keys:
+        metadata: dict[str, Any] = {"dagster/row_count": dg.MetadataValue.int(int(counts.get(day, 0)))}
+        for name, series in (extra or {}).items():
+            if day in series.index and series[day] == series[day]:  # skip NaN
+                metadata[name] = dg.MetadataValue.float(float(series[day]))
+        context.add_asset_metadata(metadata, partition_key=day)
+
+
 def _window(context: dg.AssetExecutionContext) -> Window | None:
     if not context.has_partition_key_range and not context.has_partition_key:
         return None
@@ -174,12 +206,13 @@ def build_raw_asset(
                 f" {_describe_keys(partition_keys)}; downstream assets will not run"
             )
         else:
+            days = checked[PARTITION_COLUMN] if partition_column else None
+            per_day_metadata(context, partition_keys, days)
             yield dg.Output(
                 frame,
                 metadata={
-                    **frame_metadata(frame),
+                    **range_metadata(frame, partition_keys, days),
                     "source": dg.MetadataValue.text(label),
-                    "partitions": dg.MetadataValue.int(len(partition_keys) if partition_keys else 1),
                 },
             )
         for group in CHECK_GROUPS:
@@ -252,6 +285,11 @@ def build_features_asset(
                     )
         frame = feature_fn(sources, days, spec, **spec.features.params)
         label = frame[spec.target.name]
+        days_column = frame[PARTITION_COLUMN] if days else None
+        per_day = {}
+        if spec.target.task == "classification" and days:
+            per_day["positive_rate"] = label.groupby(days_column).mean()
+        per_day_metadata(context, days, days_column, per_day)
         metadata = {
             **frame_metadata(
                 frame, preview_columns=[PARTITION_COLUMN, *spec.features.categorical, spec.target.name]
@@ -259,8 +297,13 @@ def build_features_asset(
             "features": dg.MetadataValue.int(len(spec.features.numeric) + len(spec.features.categorical)),
             "label_known_rows": dg.MetadataValue.int(int(label.notna().sum())),
         }
+        if days and len(days) > 1:
+            metadata["run_rows"] = metadata.pop("dagster/row_count")
+            metadata["run_days"] = dg.MetadataValue.int(len(days))
+            metadata["run_label_known_rows"] = metadata.pop("label_known_rows")
         if spec.target.task == "classification" and label.notna().any():
-            metadata["positive_rate"] = dg.MetadataValue.float(float(label.mean()))
+            key = "run_positive_rate" if days and len(days) > 1 else "positive_rate"
+            metadata[key] = dg.MetadataValue.float(float(label.mean()))
         context.log.info(f"built {len(frame)} feature rows for {len(days) if days else 'all'} day(s)")
         return dg.Output(frame, metadata=metadata)
 

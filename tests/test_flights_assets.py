@@ -53,7 +53,7 @@ def test_raw_asset_called_directly_with_a_partition_context(flights_spec, resour
 def test_materialize_real_partitions_with_28_days_of_history(flights_spec, resources, instance, tmp_path):
     built = build_pipeline_assets(flights_spec)
     raws = built.assets[:2]
-    first = dg.materialize(raws, resources=resources, instance=instance, tags=range_tags("2013-02-08", "2013-03-08"))
+    first = dg.materialize(raws, resources=resources, instance=instance, tags=range_tags("2013-02-07", "2013-03-08"))
     assert first.success
     evaluations = check_evaluations(first)
     assert len(evaluations) == 12
@@ -65,10 +65,18 @@ def test_materialize_real_partitions_with_28_days_of_history(flights_spec, resou
     assert "wind_speed" in metadata_text(failed[("raw_weather", "ranges")])
     assert "2013-02-12" in metadata_text(failed[("raw_weather", "ranges")])
     stored = tmp_path / "data" / "flights" / "raw_flights"
-    assert len(list(stored.glob("*.parquet"))) == 29
+    assert len(list(stored.glob("*.parquet"))) == 30
+    # Each day of the range run carries its own row count; whole-run figures are named run_*.
+    per_day = {m.partition: m.metadata for m in first.asset_materializations_for_node("flights__raw_flights")}
+    assert len(per_day) == 30
+    for day in ("2013-02-08", "2013-03-08"):
+        assert per_day[day]["dagster/row_count"].value == len(pd.read_parquet(stored / f"{day}.parquet"))
+        assert per_day[day]["run_days"].value == 30
+    assert per_day["2013-03-08"]["dagster/row_count"].value == 979
+    assert sum(m["dagster/row_count"].value for m in per_day.values()) == per_day["2013-03-08"]["run_rows"].value
 
     second = dg.materialize(built.assets, selection=[built.features_key], resources=resources,
-                            instance=instance, partition_key="2013-03-08")
+                            instance=instance, tags=range_tags("2013-03-07", "2013-03-08"))
     assert second.success
     features = pd.read_parquet(tmp_path / "data" / "flights" / "features" / "2013-03-08.parquet")
     assert len(features) == 979
@@ -77,13 +85,18 @@ def test_materialize_real_partitions_with_28_days_of_history(flights_spec, resou
     assert expected <= set(features.columns)
     assert features.carrier_delay_rate_28d.notna().mean() > 0.95  # 28 days of real history present
     assert set(features.delayed.dropna().unique()) <= {0.0, 1.0}
-    materialization = second.asset_materializations_for_node("flights__features")[0]
+    materializations = {m.partition: m for m in second.asset_materializations_for_node("flights__features")}
+    assert set(materializations) == {"2013-03-07", "2013-03-08"}
+    materialization = materializations["2013-03-08"]
     assert materialization.metadata["dagster/row_count"].value == 979
+    assert materialization.metadata["run_days"].value == 2
     raw_day = pd.read_parquet(tmp_path / "data" / "flights" / "raw_flights" / "2013-03-08.parquet")
     known = raw_day.arr_delay.dropna()
     # 2013-03-08 was a snowstorm day in New York: most arrivals were late.
     assert materialization.metadata["positive_rate"].value == pytest.approx((known > 15).mean())
-    assert materialization.metadata["label_known_rows"].value == len(known)
+    both_days = pd.concat([pd.read_parquet(tmp_path / "data" / "flights" / "raw_flights" / f"2013-03-0{d}.parquet")
+                           for d in (7, 8)])
+    assert materialization.metadata["run_label_known_rows"].value == both_days.arr_delay.notna().sum()
 
 
 def test_out_of_range_weather_is_masked_for_features(flights_spec):
