@@ -27,7 +27,6 @@ from ml_assets.modeling import (
 )
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-FEATURES_DIR = REPO_ROOT / ".data" / "assets" / "flights" / "features"
 NUMERIC = [
     "sched_dep_hour", "sched_dep_minute", "weekday", "day_of_year", "distance", "temp", "dewp", "humid",
     "wind_dir", "wind_speed", "wind_gust", "precip", "pressure", "visib", "carrier_delay_rate_7d",
@@ -43,17 +42,35 @@ SAMPLE_WINDOWS = {
     "test": ("2013-06-29", "2013-07-05"),
 }
 
-needs_real_features = pytest.mark.skipif(
-    not (FEATURES_DIR / "2013-06-01.parquet").exists(),
-    reason="materialized flights features not found under .data/assets/flights/features",
-)
-
-
 @pytest.fixture(scope="module")
-def real_sample() -> pd.DataFrame:
-    if not (FEATURES_DIR / "2013-06-01.parquet").exists():
-        pytest.skip("materialized flights features not found")
-    return load_feature_days(FEATURES_DIR, "2013-06-01", "2013-07-05")
+def real_sample(tmp_path_factory) -> pd.DataFrame:
+    """Real features of 2013-06-01 .. 2013-07-05, built from the packaged data with the pipeline's
+    own feature function, stored one Parquet file per day as the features asset does, and read back
+    with ``load_feature_days``."""
+    import datetime as dt
+    from zoneinfo import ZoneInfo
+
+    from ml_assets.feature_functions import PARTITION_COLUMN, get_feature_function
+    from ml_assets.pipeline_config import PIPELINES_DIR, load_pipeline
+    from resources.data_sources import DataSourceResource, Window
+
+    spec = load_pipeline(PIPELINES_DIR / "flights.yaml")
+    tz = ZoneInfo(spec.partitioning.timezone)
+    start = dt.datetime(2013, 6, 1, tzinfo=tz)
+    end = dt.datetime(2013, 7, 6, tzinfo=tz)
+    reader = DataSourceResource(base_dir=str(REPO_ROOT))
+    history = Window(start - dt.timedelta(days=spec.features.history_days), end)
+    sources = {
+        name: reader.read(source, name=name, time_column=spec.time_column_for(name),
+                          timezone=spec.partitioning.timezone, window=history if name == "flights" else Window(start, end))
+        for name, source in spec.sources.items()
+    }
+    days = [(start + dt.timedelta(days=i)).strftime("%Y-%m-%d") for i in range((end - start).days)]
+    features = get_feature_function(spec.features.function)(sources, days, spec, **spec.features.params)
+    folder = tmp_path_factory.mktemp("features")
+    for day, part in features.groupby(PARTITION_COLUMN):
+        part.to_parquet(folder / f"{day}.parquet", index=False)
+    return load_feature_days(folder, "2013-06-01", "2013-07-05")
 
 
 @pytest.fixture(scope="module")
@@ -150,7 +167,6 @@ def test_rolling_window():
         rolling_window(tiny_frame(), last_n_days=3, end_day="2013-01-10", min_rows=1000)
 
 
-@needs_real_features
 def test_default_windows_on_real_year_boundaries(real_sample):
     # the real sample only covers June/July: the default train window finds rows, validation none
     with pytest.raises(ValueError, match=r"window 'validate' \(2013-09-01\.\.2013-09-30\) has 0 rows"):
@@ -186,7 +202,6 @@ def test_preprocessor_missing_columns():
 # ------------------------------------------------------------------------------------------ LightGBM
 
 
-@needs_real_features
 def test_train_lightgbm_on_real_sample(real_splits, real_bundle):
     assert 1 <= real_bundle.best_iteration <= 150
     assert set(real_bundle.feature_importance) == set(NUMERIC + CATEGORICAL)
@@ -197,7 +212,6 @@ def test_train_lightgbm_on_real_sample(real_splits, real_bundle):
     assert metrics["roc_auc"] > 0.6  # three weeks of summer training data is already well above chance
 
 
-@needs_real_features
 def test_train_lightgbm_is_deterministic(real_splits, real_bundle):
     again = train_lightgbm(real_splits["train"], real_splits["validate"], FEATURES, FAST, seed=7,
                            early_stopping_rounds=10, num_boost_round=150)
@@ -206,7 +220,6 @@ def test_train_lightgbm_is_deterministic(real_splits, real_bundle):
                                   predict_proba(real_bundle, real_splits["test"]))
 
 
-@needs_real_features
 def test_bundle_pickles_and_scores_unseen_categories_and_missing_weather(real_splits, real_bundle):
     test = real_splits["test"].head(200).copy()
     expected = predict_proba(real_bundle, test)
@@ -244,7 +257,6 @@ def test_train_lightgbm_rejects_unknown_target():
 # ------------------------------------------------------------------------------------------ tuning
 
 
-@needs_real_features
 def test_tune_lightgbm_records_trials_and_is_seeded(real_splits):
     space = {
         "num_leaves": {"type": "int", "low": 7, "high": 31, "log": True},
@@ -288,7 +300,6 @@ def test_naive_rate_baseline_fallbacks():
         naive_rate_baseline(pd.DataFrame({"x": [1.0]}))
 
 
-@needs_real_features
 def test_baselines_on_real_sample(real_splits, real_bundle):
     train, test = real_splits["train"], real_splits["test"]
     naive = evaluate(test["delayed"], naive_rate_baseline(test, float(train["delayed"].mean())))
