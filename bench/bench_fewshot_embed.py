@@ -32,9 +32,9 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 import numpy as np  # noqa: E402
 
-from ml_assets.fewshot import majority_vote, percentile_ms, read_examples, sync_embeddings  # noqa: E402
+from ml_assets.fewshot import majority_vote, read_examples, selection_latency, sync_embeddings  # noqa: E402
 from ml_assets.fewshot_config import load_fewshot_spec  # noqa: E402
-from ml_assets.fewshot_selection import SelectionParams, select_examples  # noqa: E402
+from ml_assets.fewshot_selection import SelectionParams  # noqa: E402
 from resources.embedder import SentenceTransformerEmbedder  # noqa: E402
 from resources.vector_store import QdrantVectorStore  # noqa: E402
 
@@ -150,18 +150,9 @@ def main() -> None:
             "top4_mmr": SelectionParams(k=4, mmr_lambda=0.7),
         }
         with store.open() as client:
-
-            def search(vec, limit, label, threshold, with_vectors):
-                return store.search(client, collection, vec, limit, label, threshold, with_vectors)
-
-            for name, params in variants.items():
-                times = []
-                for vec in queries:
-                    t0 = time.perf_counter()
-                    select_examples(search, vec, params, spec.labels)
-                    times.append(time.perf_counter() - t0)
-                latency[name] = {"p50_ms": round(percentile_ms(times, 50), 3), "p95_ms": round(percentile_ms(times, 95), 3)}
-                log(f"retrieval {name}: p50 {latency[name]['p50_ms']} ms, p95 {latency[name]['p95_ms']} ms")
+            latency = selection_latency(store, client, collection, queries, variants, spec.labels)
+        for name, value in latency.items():
+            log(f"retrieval {name}: p50 {value['p50_ms']} ms, p95 {value['p95_ms']} ms")
         results["retrieval_ms_at_4000"] = latency
 
         if args.int8:

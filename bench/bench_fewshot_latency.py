@@ -23,9 +23,9 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 def main() -> None:
     import numpy as np
 
-    from ml_assets.fewshot import percentile_ms, read_examples
+    from ml_assets.fewshot import percentile_ms, read_examples, selection_latency
     from ml_assets.fewshot_config import load_fewshot_spec
-    from ml_assets.fewshot_selection import SelectionParams, select_examples
+    from ml_assets.fewshot_selection import SelectionParams
     from resources import data_dir
     from resources.embedder import SentenceTransformerEmbedder
     from resources.vector_store import QdrantVectorStore
@@ -46,21 +46,10 @@ def main() -> None:
         "top4_balanced": SelectionParams(k=4, balance_labels=True),
         "top4_mmr": SelectionParams(k=4, mmr_lambda=0.7),
     }
-    results = {}
     with store.open() as client:
         points = client.scroll(collection, limit=100_000, with_vectors=True)[0]
         matrix = np.array([p.vector for p in points], dtype=np.float32)
-
-        def search(vec, limit, label, threshold, with_vectors):
-            return store.search(client, collection, vec, limit, label, threshold, with_vectors)
-
-        for name, params in variants.items():
-            times = []
-            for vec in queries:
-                started = time.perf_counter()
-                select_examples(search, vec, params, spec.labels)
-                times.append(time.perf_counter() - started)
-            results[name] = {"p50_ms": percentile_ms(times, 50), "p95_ms": percentile_ms(times, 95)}
+        results = selection_latency(store, client, collection, queries, variants, spec.labels)
     times = []
     for vec in queries:
         started = time.perf_counter()

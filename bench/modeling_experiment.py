@@ -17,6 +17,11 @@ import argparse
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import numpy as np
+    import pandas as pd
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
@@ -213,7 +218,7 @@ def main() -> None:
                f"{rounds} rounds, val in-sample")
         return bundle
 
-    plain = lgbm("LightGBM defaults + early stopping (YAML features)", (numeric, categorical))
+    lgbm("LightGBM defaults + early stopping (YAML features)", (numeric, categorical))
     for s in (1, 2):
         lgbm(f"  same, seed {s}", (numeric, categorical), seed=s)
     no_doy = [c for c in numeric if c != "day_of_year"]

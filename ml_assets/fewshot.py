@@ -418,6 +418,28 @@ def percentile_ms(seconds: list[float], q: float) -> float:
     return float(np.percentile(np.asarray(seconds) * 1000.0, q)) if seconds else 0.0
 
 
+def selection_latency(
+    store: QdrantVectorStore, client: Any, collection: str, query_vectors: Any, variants: dict[str, Any],
+    labels: list[str],
+) -> dict[str, dict[str, float]]:
+    """p50 and p95 milliseconds of ``select_examples`` per named ``SelectionParams`` variant, one
+    selection per query vector, on an open client (used by the benchmarks)."""
+    from ml_assets.fewshot_selection import select_examples
+
+    def search(vec: Any, limit: int, label: str | None, threshold: float | None, with_vectors: bool):
+        return store.search(client, collection, vec, limit, label, threshold, with_vectors)
+
+    latency = {}
+    for name, params in variants.items():
+        times = []
+        for vec in query_vectors:
+            started = time.perf_counter()
+            select_examples(search, vec, params, labels)
+            times.append(time.perf_counter() - started)
+        latency[name] = {"p50_ms": round(percentile_ms(times, 50), 3), "p95_ms": round(percentile_ms(times, 95), 3)}
+    return latency
+
+
 # -- asset factory --------------------------------------------------------------------------------
 
 

@@ -123,15 +123,23 @@ def roc_auc(y: Any, p: Any) -> float:
     return float((ranks[yy == 1].sum() - n1 * (n1 + 1) / 2) / (n1 * n0))
 
 
-def _average_precision(yy: np.ndarray, pp: np.ndarray) -> float:
-    """Average precision, same definition as sklearn: sum over distinct thresholds of dR * P."""
+def _threshold_counts(yy: np.ndarray, pp: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """At each distinct score, from the highest down: the score, the true positives and the number of
+    rows predicted positive when that score is the threshold (``p >= score``)."""
     import numpy as np
 
     order = np.argsort(-pp, kind="mergesort")
     ys, ps = yy[order], pp[order]
     last_of_group = np.r_[np.flatnonzero(np.diff(ps)), ys.shape[0] - 1]
-    tps = np.cumsum(ys)[last_of_group].astype(np.float64)
-    predicted = (last_of_group + 1).astype(np.float64)
+    tp = np.cumsum(ys)[last_of_group].astype(np.float64)
+    return ps[last_of_group], tp, (last_of_group + 1).astype(np.float64)
+
+
+def _average_precision(yy: np.ndarray, pp: np.ndarray) -> float:
+    """Average precision, same definition as sklearn: sum over distinct thresholds of dR * P."""
+    import numpy as np
+
+    _, tps, predicted = _threshold_counts(yy, pp)
     precision = tps / predicted
     recall = tps / tps[-1]
     return float(np.sum(np.diff(recall, prepend=0.0) * precision))
@@ -191,12 +199,8 @@ def choose_threshold(y_val: Any, p_val: Any, objective: str = "f1") -> float:
     pp = _scores(p_val, yy.shape[0])
     if not _both_classes(yy):
         raise ValueError("choose_threshold needs both classes in the validation labels")
-    order = np.argsort(-pp, kind="mergesort")
-    ys, ps = yy[order], pp[order]
-    last_of_group = np.r_[np.flatnonzero(np.diff(ps)), ys.shape[0] - 1]
-    candidates = ps[last_of_group]  # descending distinct scores
-    tp = np.cumsum(ys)[last_of_group].astype(np.float64)
-    fp = (last_of_group + 1) - tp
+    candidates, tp, predicted = _threshold_counts(yy, pp)  # descending distinct scores
+    fp = predicted - tp
     positives = float(yy.sum())
     negatives = yy.shape[0] - positives
     if objective == "f1":
@@ -533,11 +537,9 @@ def plot_roc(y: Any, p: Any, path: str | Path, label: str = "model") -> Path:
 
     yy = _labels(y)
     pp = _scores(p, yy.shape[0])
-    order = np.argsort(-pp, kind="mergesort")
-    ys, ps = yy[order], pp[order]
-    last = np.r_[np.flatnonzero(np.diff(ps)), ys.shape[0] - 1]
-    tps = np.r_[0, np.cumsum(ys)[last]]
-    fps = np.r_[0, (last + 1)] - tps
+    _, tp, predicted = _threshold_counts(yy, pp)
+    tps = np.r_[0.0, tp]
+    fps = np.r_[0.0, predicted] - tps
     fig = _figure()
     ax = fig.add_subplot()
     if _both_classes(yy):
@@ -554,11 +556,8 @@ def plot_pr(y: Any, p: Any, path: str | Path, label: str = "model") -> Path:
 
     yy = _labels(y)
     pp = _scores(p, yy.shape[0])
-    order = np.argsort(-pp, kind="mergesort")
-    ys, ps = yy[order], pp[order]
-    last = np.r_[np.flatnonzero(np.diff(ps)), ys.shape[0] - 1]
-    tps = np.cumsum(ys)[last].astype(np.float64)
-    precision = tps / (last + 1)
+    _, tps, predicted = _threshold_counts(yy, pp)
+    precision = tps / predicted
     fig = _figure()
     ax = fig.add_subplot()
     prevalence = float(yy.mean())

@@ -114,7 +114,6 @@ def summary() -> str:
     import dagster as dg
 
     from definitions import defs
-    from resources import data_dir
 
     instance = dg.DagsterInstance.get()
     graph = defs.resolve_asset_graph()

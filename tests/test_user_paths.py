@@ -1,7 +1,6 @@
 """Layer 6 and the ways users reach the product, for real: definitions, the `dagster` CLI in a
 subprocess, `dagster-webserver` queried over GraphQL, and the PostgreSQL instance storage."""
 
-import json
 import os
 import shutil
 import signal
