@@ -241,10 +241,12 @@ def build_features_asset(
     ins: dict[str, dg.AssetIn] = {}
     for source in spec.sources:
         mapping = None
-        if source == primary and partitions_def is not None and spec.features.history_days:
+        earlier = (
+            spec.features.history_days if source == primary else spec.features.context_days.get(source, 0)
+        )
+        if partitions_def is not None and earlier:
             mapping = dg.TimeWindowPartitionMapping(
-                start_offset=-spec.features.history_days,
-                allow_nonexistent_upstream_partitions=True,
+                start_offset=-earlier, allow_nonexistent_upstream_partitions=True
             )
         ins[source] = dg.AssetIn(key=raw_asset_key(spec, source), partition_mapping=mapping)
     history = (

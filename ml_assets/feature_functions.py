@@ -5,7 +5,8 @@ Every feature function has the signature::
     fn(sources: dict[str, pd.DataFrame], days: list[str] | None, spec: PipelineSpec, **params) -> pd.DataFrame
 
 ``sources[spec.primary_source]`` holds the primary rows of the target ``days`` and of up to
-``spec.features.history_days`` earlier days; the other sources hold at least the target days. ``days``
+``spec.features.history_days`` earlier days; the other sources hold at least the target days (and
+the ``spec.features.context_days[source]`` days before them). ``days``
 are ISO dates, local to ``spec.partitioning.timezone`` (``None``: unpartitioned, every row). The result
 has one row per primary row of the target days (history-only rows are never returned) with the
 primary entity key, ``partition_date``, every feature the spec lists and the target, sorted by
@@ -254,16 +255,56 @@ def passthrough(
 #: Known only after departure: never a flights feature, whatever the YAML says.
 POST_DEPARTURE_COLUMNS = frozenset({"dep_time", "dep_delay", "arr_time", "arr_delay", "air_time"})
 _CALENDAR_FEATURES = ("sched_dep_hour", "sched_dep_minute", "weekday", "day_of_year")
+#: History entities: the columns (or ``sched_dep_hour`` = ``sched_dep_time // 100``) whose values
+#: together identify one entity.
 _HISTORY_ENTITIES: dict[str, tuple[str, ...]] = {
     "carrier": ("carrier",),
     "route": ("origin", "dest"),
     "origin": ("origin",),
     "dest": ("dest",),
+    "flight": ("carrier", "flight"),
+    "origin_hour": ("origin", "sched_dep_hour"),
 }
+_HISTORY_KINDS = ("delay_rate", "dep_delay_rate", "evening_delay_rate", "flights")
+#: Kinds that are shares of earlier flights (NaN without history); the others are counts.
+_RATE_KINDS = frozenset({"delay_rate", "dep_delay_rate", "evening_delay_rate"})
 _HISTORY_NAME = re.compile(
-    r"^(?P<entity>carrier|route|origin|dest)_(?P<kind>delay_rate|flights)_(?P<days>\d+)d$"
+    r"^(?P<entity>origin_hour|flight|carrier|route|origin|dest)"
+    r"_(?P<kind>evening_delay_rate|dep_delay_rate|delay_rate|flights)_(?P<days>\d+)d$"
 )
+#: ``dep_delay`` above this many minutes counts as a late departure (``dep_delay_rate``).
+DEP_DELAY_THRESHOLD = 15.0
+#: ``evening_delay_rate`` uses flights scheduled at this local time (HHMM) or later.
+EVENING_FROM = 1800
+_SCHEDULE_FEATURES = ("sched_origin_hour_flights", "sched_origin_day_flights")
+_WEATHER_WINDOW_NAME = re.compile(r"^(?P<column>.+)_(?P<agg>sum|min|max|mean|change)_(?P<hours>\d+)h$")
+_HOUR_NS = 3_600_000_000_000
 _WEATHER_NON_FEATURES = frozenset({"origin", "year", "month", "day", "hour", "time_hour"})
+
+
+def _sched_hours(flights: pd.DataFrame) -> np.ndarray:
+    """Scheduled local departure hour of every row (``sched_dep_time // 100``; -1 when unknown)."""
+    import numpy as np
+    import pandas as pd
+
+    scheduled = pd.to_numeric(flights["sched_dep_time"], errors="coerce").to_numpy(dtype="float64")
+    return np.where(np.isnan(scheduled), -1, scheduled // 100).astype("int64")
+
+
+def _group_codes(parts: list[np.ndarray]) -> np.ndarray:
+    """Dense codes 0..k-1 of the distinct combinations of the arrays in ``parts`` (nulls are a value)."""
+    import pandas as pd
+
+    frame = pd.DataFrame({str(i): part for i, part in enumerate(parts)})
+    return frame.groupby(list(frame.columns), sort=False, dropna=False).ngroup().to_numpy()
+
+
+def _entity_codes(flights: pd.DataFrame, entity: str, sched_hours: np.ndarray | None) -> np.ndarray:
+    parts = [
+        sched_hours if column == "sched_dep_hour" else flights[column].to_numpy()
+        for column in _HISTORY_ENTITIES[entity]
+    ]
+    return _group_codes(parts)
 
 
 def _history_features(
@@ -277,9 +318,14 @@ def _history_features(
     """Per target row, rates and counts over the ``n`` local days strictly before the row's day.
 
     Daily counts per entity are tallied once on a (day x entity) grid covering every calendar day of
-    the data; a cumulative sum over days then gives any window as a difference of two rows.
+    the data; a cumulative sum over days then gives any window as a difference of two rows, so a
+    row's own day (and later days) never enter its window. Kinds: ``delay_rate`` (share of known
+    labels that are positive), ``dep_delay_rate`` (share of known ``dep_delay`` above
+    ``DEP_DELAY_THRESHOLD``), ``evening_delay_rate`` (``delay_rate`` of the flights scheduled at
+    ``EVENING_FROM`` or later) and ``flights`` (every scheduled flight, cancelled ones included).
     """
     import numpy as np
+    import pandas as pd
 
     n_target = int(target.sum())
     rows = valid  # rows with a known day feed the history
@@ -287,19 +333,35 @@ def _history_features(
     if not rows.any():
         for name, _, kind, _ in wanted:
             result[name] = (
-                np.full(n_target, np.nan) if kind == "delay_rate" else np.zeros(n_target, dtype="int64")
+                np.full(n_target, np.nan) if kind in _RATE_KINDS else np.zeros(n_target, dtype="int64")
             )
         return result
     first_day = int(day_numbers[rows].min())
     n_days = int(day_numbers[rows].max()) - first_day + 1
     relative = day_numbers - first_day
     target_day = relative[target]
+    kinds = {kind for _, _, kind, _ in wanted}
+    needs_hours = "evening_delay_rate" in kinds or any(e == "origin_hour" for _, e, _, _ in wanted)
+    sched_hours = _sched_hours(flights) if needs_hours else None
+
+    # (known, positive) indicator pairs of each rate kind, over every row; the grid only ever sums
+    # the days before a row's own day.
+    indicators: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     known = ~np.isnan(labels)
-    positive = known & (labels > 0.5)
+    if kinds & {"delay_rate", "evening_delay_rate"}:
+        positive = known & (labels > 0.5)
+        indicators["delay_rate"] = (known, positive)
+    if "evening_delay_rate" in kinds:
+        scheduled = pd.to_numeric(flights["sched_dep_time"], errors="coerce").to_numpy(dtype="float64")
+        evening = scheduled >= EVENING_FROM
+        indicators["evening_delay_rate"] = (known & evening, positive & evening)
+    if "dep_delay_rate" in kinds:
+        dep_delay = pd.to_numeric(flights["dep_delay"], errors="coerce").to_numpy(dtype="float64")
+        dep_known = ~np.isnan(dep_delay)
+        indicators["dep_delay_rate"] = (dep_known, dep_known & (dep_delay > DEP_DELAY_THRESHOLD))
 
     for entity in dict.fromkeys(entity for _, entity, _, _ in wanted):
-        columns = list(_HISTORY_ENTITIES[entity])
-        codes = flights.groupby(columns, sort=False, dropna=False).ngroup().to_numpy()
+        codes = _entity_codes(flights, entity, sched_hours)
         n_entities = int(codes.max()) + 1
         cell = relative[rows] * n_entities + codes[rows]
         size = n_days * n_entities
@@ -322,13 +384,136 @@ def _history_features(
                 total = sums["all"]
                 result[name] = (total[target_day, target_code] - total[lower, target_code]).astype("int64")
             else:
-                if "known" not in sums:
-                    sums["known"] = cumulative(known[rows].astype("float64"))
-                    sums["positive"] = cumulative(positive[rows].astype("float64"))
-                denominator = sums["known"][target_day, target_code] - sums["known"][lower, target_code]
-                numerator = sums["positive"][target_day, target_code] - sums["positive"][lower, target_code]
+                if kind not in sums:
+                    known_rows, positive_rows = indicators[kind]
+                    sums[kind] = (
+                        cumulative(known_rows[rows].astype("float64")),
+                        cumulative(positive_rows[rows].astype("float64")),
+                    )
+                known_sum, positive_sum = sums[kind]
+                denominator = known_sum[target_day, target_code] - known_sum[lower, target_code]
+                numerator = positive_sum[target_day, target_code] - positive_sum[lower, target_code]
                 with np.errstate(invalid="ignore", divide="ignore"):
                     result[name] = np.where(denominator > 0, numerator / denominator, np.nan)
+    return result
+
+
+def _schedule_features(
+    flights: pd.DataFrame,
+    day_numbers: np.ndarray,
+    valid: np.ndarray,
+    target: np.ndarray,
+    wanted: list[str],
+) -> dict[str, np.ndarray]:
+    """Published-schedule counts of each target row's own local day: departures from its origin in
+    its scheduled hour (``sched_origin_hour_flights``) and in the whole day
+    (``sched_origin_day_flights``). Every row counts, cancelled flights included: the schedule is
+    known in advance. Rows of the same day are all target rows, so only those are tallied."""
+    import numpy as np
+
+    days = np.where(valid, day_numbers, np.iinfo("int64").min)[target]
+    origins = flights["origin"].to_numpy()[target]
+    result: dict[str, np.ndarray] = {}
+    for name in wanted:
+        parts = [days, origins]
+        if name == "sched_origin_hour_flights":
+            parts.append(_sched_hours(flights.loc[target]))
+        codes = _group_codes(parts) if len(days) else np.zeros(0, dtype="int64")
+        counts = np.bincount(codes) if len(codes) else np.zeros(0, dtype="int64")
+        result[name] = counts[codes].astype("int64")
+    return result
+
+
+def _weather_table(weather: pd.DataFrame, weather_time_column: str, columns: list[str]) -> pd.DataFrame:
+    """Origin, epoch-ns hour and numeric ``columns`` of the weather rows, first row per (origin, hour)."""
+    import pandas as pd
+
+    if weather_time_column not in weather.columns or "origin" not in weather.columns:
+        raise ValueError(f"the weather source needs 'origin' and '{weather_time_column}' columns")
+    table = pd.DataFrame(
+        {
+            "origin": _as_str(weather["origin"]).to_numpy(),
+            "_hour": _epoch_ns(_utc_times(weather[weather_time_column])),
+        }
+    )
+    for column in columns:
+        table[column] = pd.to_numeric(weather[column], errors="coerce").astype("float64").to_numpy()
+    return table.drop_duplicates(["origin", "_hour"], keep="first")
+
+
+def _weather_window_features(
+    weather: pd.DataFrame,
+    weather_time_column: str,
+    origins: pd.Series,
+    times: pd.Series,
+    wanted: list[tuple[str, str, str, int]],
+) -> dict[str, np.ndarray]:
+    """Per flight, an aggregate of its origin's hourly weather over the ``n`` hours up to its
+    scheduled UTC hour ``t``: ``sum``/``min``/``max``/``mean`` over the readings in ``(t - n h, t]``
+    (missing hours skipped, NaN when none) and ``change`` = reading at ``t`` minus reading at
+    ``t - n h`` (NaN if either is missing). Never a reading after ``t``.
+
+    Readings go on a dense (origin x hour) grid; each window is accumulated one lag at a time, in
+    the same order for every flight, so a flight's value does not depend on the other rows.
+    """
+    import numpy as np
+    import pandas as pd
+
+    columns = list(dict.fromkeys(column for _, column, _, _ in wanted))
+    table = _weather_table(weather, weather_time_column, columns)
+    n_rows = len(origins)
+    result: dict[str, np.ndarray] = {}
+    if table.empty or n_rows == 0:
+        for name, *_ in wanted:
+            result[name] = np.full(n_rows, np.nan)
+        return result
+    table = table[table["_hour"] != np.iinfo("int64").min]
+    origin_index = pd.Index(pd.unique(table["origin"].to_numpy()))
+    origin_codes = origin_index.get_indexer(table["origin"].to_numpy())
+    hours = table["_hour"].to_numpy() // _HOUR_NS
+    first_hour = int(hours.min()) if len(hours) else 0
+    n_hours = int(hours.max()) - first_hour + 1 if len(hours) else 0
+    flight_ns = _epoch_ns(times)
+    flight_origin = origin_index.get_indexer(_as_str(origins).to_numpy())
+    usable = (flight_ns != np.iinfo("int64").min) & (flight_origin >= 0)
+    flight_hour = np.where(usable, flight_ns // _HOUR_NS - first_hour, 0)
+
+    def at_lag(grid: np.ndarray, lag: int) -> np.ndarray:
+        """Reading ``lag`` hours before each flight's hour (NaN outside the grid)."""
+        position = flight_hour - lag
+        inside = usable & (position >= 0) & (position < n_hours)
+        values = np.full(n_rows, np.nan)
+        values[inside] = grid[flight_origin[inside], position[inside]]
+        return values
+
+    for column in columns:
+        grid = np.full((len(origin_index), n_hours), np.nan)
+        grid[origin_codes, hours - first_hour] = table[column].to_numpy()
+        for name, row_column, agg, n in wanted:
+            if row_column != column:
+                continue
+            if agg == "change":
+                result[name] = at_lag(grid, 0) - at_lag(grid, n)
+                continue
+            total = np.zeros(n_rows)
+            count = np.zeros(n_rows, dtype="int64")
+            low = np.full(n_rows, np.inf)
+            high = np.full(n_rows, -np.inf)
+            for lag in range(n):
+                values = at_lag(grid, lag)
+                present = ~np.isnan(values)
+                count += present
+                if agg in ("sum", "mean"):
+                    total += np.where(present, values, 0.0)
+                elif agg == "min":
+                    low = np.where(present, np.minimum(low, values), low)
+                else:
+                    high = np.where(present, np.maximum(high, values), high)
+            aggregate = {"sum": total, "min": low, "max": high}.get(agg)
+            if agg == "mean":
+                with np.errstate(invalid="ignore", divide="ignore"):
+                    aggregate = total / count
+            result[name] = np.where(count > 0, aggregate, np.nan)
     return result
 
 
@@ -342,17 +527,7 @@ def _weather_features(
     """Weather of each flight's origin at its scheduled UTC hour; NaN when that hour is missing."""
     import pandas as pd
 
-    if weather_time_column not in weather.columns or "origin" not in weather.columns:
-        raise ValueError(f"the weather source needs 'origin' and '{weather_time_column}' columns")
-    table = pd.DataFrame(
-        {
-            "origin": _as_str(weather["origin"]).to_numpy(),
-            "_hour": _epoch_ns(_utc_times(weather[weather_time_column])),
-        }
-    )
-    for column in columns:
-        table[column] = pd.to_numeric(weather[column], errors="coerce").astype("float64").to_numpy()
-    table = table.drop_duplicates(["origin", "_hour"], keep="first")
+    table = _weather_table(weather, weather_time_column, columns)
     keys = pd.DataFrame({"origin": _as_str(origins).to_numpy(), "_hour": _epoch_ns(times)})
     joined = keys.merge(table, on=["origin", "_hour"], how="left", sort=False)
     return joined[columns]
@@ -370,13 +545,29 @@ def flights_features(
 ) -> pd.DataFrame:
     """Leakage-free flight features: what is known at scheduled departure.
 
-    Produces the calendar features (``sched_dep_hour``, ``sched_dep_minute``, ``weekday`` 0=Monday,
-    ``day_of_year``, all from the scheduled local time), pre-departure flight columns as is
-    (``distance``, ``carrier``, ``origin``, ``dest``, ...), origin weather at the scheduled UTC hour,
-    and history over the ``n`` days strictly before each row's local day, for ``n`` in
-    ``history_windows``: ``{carrier,route,origin,dest}_delay_rate_{n}d`` (share of known target
-    labels that are positive, NaN without history) and ``{...}_flights_{n}d`` (scheduled flights,
-    cancelled ones included; 0 without history). Only the names the spec lists are returned.
+    Produces, for the names the spec lists (only those are returned):
+
+    - calendar features ``sched_dep_hour``, ``sched_dep_minute``, ``weekday`` (0=Monday) and
+      ``day_of_year``, all from the scheduled local time;
+    - pre-departure flight columns as is (``distance``, ``carrier``, ``origin``, ``dest``, ...);
+    - origin weather at the scheduled UTC hour (any weather column: ``temp``, ``precip``, ...);
+    - origin weather over the hours up to the scheduled UTC hour ``t``, ``{column}_{agg}_{n}h``:
+      ``sum``/``min``/``max``/``mean`` of the hourly readings in ``(t - n h, t]`` (missing hours
+      skipped, NaN when none) or ``change`` = reading at ``t`` minus reading at ``t - n h`` (NaN if
+      either is missing), e.g. ``precip_sum_3h``, ``pressure_change_6h``. Readings after ``t`` are
+      never used; early-morning windows reach the previous local day when the weather input holds it
+      (``features.context_days: {weather: 1}``);
+    - published-schedule counts of the row's own local day: ``sched_origin_hour_flights``
+      (departures from the row's origin in its scheduled hour) and ``sched_origin_day_flights``
+      (from its origin that day), cancelled flights included;
+    - history over the ``n`` local days strictly before each row's day, for ``n`` in
+      ``history_windows`` (1 = yesterday): ``{entity}_{kind}_{n}d`` with entity ``carrier``,
+      ``route`` (origin, dest), ``origin``, ``dest``, ``flight`` (carrier, flight number) or
+      ``origin_hour`` (origin, scheduled hour), and kind ``delay_rate`` (share of known target labels
+      that are positive), ``dep_delay_rate`` (share of known ``dep_delay`` above 15 minutes),
+      ``evening_delay_rate`` (``delay_rate`` of the flights scheduled at 18:00 or later) or
+      ``flights`` (scheduled flights, cancelled ones included). Rates are NaN without history,
+      counts 0. The outcomes of a row's own day and of later days never enter its features.
     """
     import numpy as np
     import pandas as pd
@@ -393,18 +584,24 @@ def flights_features(
 
     calendar: list[str] = []
     history: list[tuple[str, str, str, int]] = []
+    schedule: list[str] = []
     from_flights: list[str] = []
     from_weather: list[str] = []
+    weather_windows: list[tuple[str, str, str, int]] = []
     problems: list[str] = []
+    weather_columns = set(weather.columns) - _WEATHER_NON_FEATURES if weather is not None else set()
     for name in dict.fromkeys([*spec.features.numeric, *spec.features.categorical]):
         match = _HISTORY_NAME.match(name)
+        window_match = _WEATHER_WINDOW_NAME.match(name)
         if name in _CALENDAR_FEATURES:
             calendar.append(name)
+        elif name in _SCHEDULE_FEATURES:
+            schedule.append(name)
         elif match:
             window = int(match["days"])
             if window not in windows:
                 problems.append(f"'{name}': window {window}d is not in history_windows {windows}")
-            elif match["kind"] == "delay_rate" and spec.target.rule is None:
+            elif match["kind"] in {"delay_rate", "evening_delay_rate"} and spec.target.rule is None:
                 problems.append(f"'{name}': delay rates need a target rule (such as '> 15')")
             else:
                 history.append((name, match["entity"], match["kind"], window))
@@ -412,15 +609,29 @@ def flights_features(
             problems.append(f"'{name}': known only after departure (leakage)")
         elif name in flights.columns:
             from_flights.append(name)
-        elif weather is not None and name not in _WEATHER_NON_FEATURES and name in weather.columns:
+        elif name in weather_columns:
             from_weather.append(name)
+        elif window_match and window_match["column"] in weather_columns:
+            hours = int(window_match["hours"])
+            if hours < 1:
+                problems.append(f"'{name}': a weather window needs at least 1 hour")
+            else:
+                weather_windows.append((name, window_match["column"], window_match["agg"], hours))
         else:
             problems.append(
                 f"'{name}': not a column of the flights or '{weather_source}' source, nor a derived feature"
             )
     needed_flight_columns = {"sched_dep_time"} if {"sched_dep_hour", "sched_dep_minute"} & set(calendar) else set()
-    needed_flight_columns |= {c for _, entity, _, _ in history for c in _HISTORY_ENTITIES[entity]}
-    needed_flight_columns |= {"origin"} if from_weather else set()
+    for _, entity, kind, _ in history:
+        for column in _HISTORY_ENTITIES[entity]:
+            needed_flight_columns.add("sched_dep_time" if column == "sched_dep_hour" else column)
+        if kind == "dep_delay_rate":
+            needed_flight_columns.add("dep_delay")
+        elif kind == "evening_delay_rate":
+            needed_flight_columns.add("sched_dep_time")
+    if schedule:
+        needed_flight_columns |= {"origin", "sched_dep_time"}
+    needed_flight_columns |= {"origin"} if from_weather or weather_windows else set()
     needed_flight_columns |= set(spec.sources[spec.primary_source].entity_key)
     missing_columns = sorted(needed_flight_columns - set(flights.columns))
     if missing_columns:
@@ -467,6 +678,16 @@ def flights_features(
         )
         for name in from_weather:
             out[name] = joined[name].to_numpy()
+    if weather_windows:
+        computed = _weather_window_features(
+            weather, weather_time_column, flights.loc[target, "origin"], times[target], weather_windows
+        )
+        for name, *_ in weather_windows:
+            out[name] = computed[name]
+    if schedule:
+        counts = _schedule_features(flights, day_numbers, valid, target, schedule)
+        for name in schedule:
+            out[name] = counts[name]
     if history:
         if spec.target.rule is None:
             label_array = np.full(len(flights), np.nan)

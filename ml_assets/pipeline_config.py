@@ -203,6 +203,14 @@ class Features(_Strict):
     history_days: int = Field(
         default=0, ge=0, le=366, description="Days of earlier primary-source partitions to load."
     )
+    context_days: dict[str, int] = Field(
+        default_factory=dict,
+        description=(
+            "Days of earlier partitions to load for other sources, by source name (e.g. weather: 1"
+            " so features over the hours before an early-morning departure can reach the evening"
+            " before)."
+        ),
+    )
     numeric: list[str] = Field(default_factory=list)
     categorical: list[str] = Field(default_factory=list)
     exclude: list[str] = Field(
@@ -220,6 +228,124 @@ class Features(_Strict):
         return self
 
 
+class Window(_Strict):
+    """Days ``start`` .. ``end``, both inclusive."""
+
+    start: dt.date
+    end: dt.date
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Window:
+        if self.end < self.start:
+            raise ValueError(f"'end' ({self.end}) is before 'start' ({self.start})")
+        return self
+
+
+class RollingWindows(_Strict):
+    """Consecutive windows ending on the last feature day (or ``end``): train, validate, test."""
+
+    train_days: int = Field(default=180, ge=7)
+    validate_days: int = Field(default=30, ge=1)
+    test_days: int = Field(default=30, ge=1)
+    end: dt.date | None = Field(
+        default=None, description="Last day of the test window; default the last materialized feature day."
+    )
+
+
+class TrainingWindows(_Strict):
+    """Which feature days train, validate (early stopping, tuning, threshold) and test the model.
+
+    ``mode: fixed`` uses the three dated windows; ``mode: rolling`` the last N days (for retraining).
+    The YAML key ``validate`` is the ``validation`` attribute (``validate`` is a pydantic method).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    mode: Literal["fixed", "rolling"] = "fixed"
+    train: Window = Window(start=dt.date(2013, 1, 1), end=dt.date(2013, 8, 31))
+    validation: Window = Field(
+        default=Window(start=dt.date(2013, 9, 1), end=dt.date(2013, 9, 30)), alias="validate"
+    )
+    test: Window = Window(start=dt.date(2013, 10, 1), end=dt.date(2013, 12, 31))
+    rolling: RollingWindows = Field(default_factory=RollingWindows)
+    min_rows: int = Field(
+        default=1000, ge=1, description="Fewest labelled rows a window may have (train, validate, test)."
+    )
+
+    @model_validator(mode="after")
+    def _in_order(self) -> TrainingWindows:
+        if not self.train.end < self.validation.start or not self.validation.end < self.test.start:
+            raise ValueError("train, validate and test windows must be in time order and must not overlap")
+        return self
+
+
+class SearchParam(_Strict):
+    """One tuned hyperparameter: ``int`` / ``float`` between ``low`` and ``high``, or ``categorical``."""
+
+    type: Literal["int", "float", "categorical"]
+    low: float | None = None
+    high: float | None = None
+    log: bool = False
+    step: int | None = None
+    choices: list[str | int | float | bool] | None = None
+
+    @model_validator(mode="after")
+    def _complete(self) -> SearchParam:
+        if self.type == "categorical":
+            if not self.choices:
+                raise ValueError("a categorical parameter needs a non-empty 'choices' list")
+            return self
+        if self.low is None or self.high is None:
+            raise ValueError(f"an {self.type} parameter needs 'low' and 'high'")
+        if self.low > self.high:
+            raise ValueError(f"'low' ({self.low}) is greater than 'high' ({self.high})")
+        if self.log and self.low <= 0:
+            raise ValueError("a log scale needs 'low' > 0")
+        return self
+
+
+class Tuning(_Strict):
+    """Optuna TPE search: stops after ``n_trials`` or ``timeout_seconds``, whichever comes first."""
+
+    n_trials: int = Field(default=30, ge=0, description="0 turns tuning off (the fixed params are used).")
+    timeout_seconds: float = Field(default=100.0, gt=0)
+    search_space: dict[str, SearchParam] | None = Field(
+        default=None, description="Default: ml_assets.modeling.DEFAULT_SEARCH_SPACE."
+    )
+
+
+class ModelSection(_Strict):
+    """The model stage: LightGBM trained on the features, tracked and registered in MLflow."""
+
+    registered_name: Identifier | None = Field(
+        default=None, description="Model name in the MLflow registry; default '<pipeline>_model'."
+    )
+    windows: TrainingWindows = Field(default_factory=TrainingWindows)
+    params: dict[str, Any] = Field(
+        default_factory=dict, description="LightGBM parameters on top of the defaults (tuning overrides)."
+    )
+    tuning: Tuning = Field(default_factory=Tuning)
+    early_stopping_rounds: int = Field(default=50, ge=1)
+    max_boost_rounds: int = Field(default=2000, ge=1)
+    seed: int = 0
+    threads: int = Field(default=2, ge=1, description="LightGBM threads (results depend on it).")
+
+
+class EvaluationSection(_Strict):
+    """The promotion gate: quality floor and the paired comparison with the current champion."""
+
+    min_roc_auc: float = Field(
+        default=0.6, ge=0.0, le=1.0, description="Blocking check: a model below it is never promoted."
+    )
+    min_r2: float = Field(default=0.0, le=1.0, description="The same floor for a regression target.")
+    comparison: Literal["paired_bootstrap", "delong", "mcnemar"] = "paired_bootstrap"
+    alpha: float = Field(default=0.05, gt=0.0, lt=1.0)
+    bootstrap_samples: int = Field(default=2000, ge=100)
+    threshold_objective: Literal["f1", "youden"] = Field(
+        default="f1", description="How the decision threshold is chosen on the validation window."
+    )
+
+
 class PipelineSpec(_Strict):
     """One tabular pipeline: sources, partitioning, target, features and validation."""
 
@@ -230,7 +356,11 @@ class PipelineSpec(_Strict):
     partitioning: Partitioning | None = None
     target: Target
     features: Features = Field(default_factory=Features)
-    # Sections owned by later stages (model, evaluation, drift, alerts, few-shot) are added here.
+    model: ModelSection | None = Field(
+        default=None, description="Train, track and register a model (needs a 'partitioning' section)."
+    )
+    evaluation: EvaluationSection = Field(default_factory=EvaluationSection)
+    # Sections owned by later stages (drift, alerts) are added here.
 
     @field_validator("sources")
     @classmethod
@@ -249,7 +379,26 @@ class PipelineSpec(_Strict):
             raise ValueError(f"features.primary_source '{primary}' is not one of the sources")
         if self.features.history_days and self.partitioning is None:
             raise ValueError("features.history_days needs a 'partitioning' section")
+        for source, days in self.features.context_days.items():
+            if source not in self.sources:
+                raise ValueError(f"features.context_days: '{source}' is not one of the sources")
+            if source == self.primary_source:
+                raise ValueError(
+                    f"features.context_days: '{source}' is the primary source; use history_days"
+                )
+            if not 0 <= days <= 366:
+                raise ValueError(f"features.context_days.{source}: {days} is not between 0 and 366")
+            if days and self.partitioning is None:
+                raise ValueError("features.context_days needs a 'partitioning' section")
+        if self.model is not None and self.partitioning is None:
+            raise ValueError("the 'model' section needs a 'partitioning' section (time windows)")
         return self
+
+    @property
+    def registered_model_name(self) -> str:
+        if self.model is None:
+            raise ValueError(f"pipeline '{self.name}' has no 'model' section")
+        return self.model.registered_name or f"{self.name}_model"
 
     @property
     def primary_source(self) -> str:

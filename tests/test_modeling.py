@@ -28,7 +28,7 @@ from ml_assets.modeling import (
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 NUMERIC = [
-    "sched_dep_hour", "sched_dep_minute", "weekday", "day_of_year", "distance", "temp", "dewp", "humid",
+    "sched_dep_hour", "sched_dep_minute", "weekday", "distance", "temp", "dewp", "humid",
     "wind_dir", "wind_speed", "wind_gust", "precip", "pressure", "visib", "carrier_delay_rate_7d",
     "carrier_delay_rate_28d", "route_delay_rate_7d", "route_delay_rate_28d", "origin_delay_rate_7d",
     "carrier_flights_7d", "route_flights_28d",
