@@ -30,7 +30,7 @@ from pydantic import Field
 
 from ml_assets.fewshot_config import DEFAULT_FEWSHOT_YAML, REPO_ROOT, FewshotSpec, load_fewshot_spec
 from resources.embedder import SentenceTransformerEmbedder
-from resources.tracking import MlflowTracking
+from resources.tracking import MlflowTracking, tracking_resource
 from resources.vector_store import QDRANT_POOL, QdrantVectorStore
 
 if TYPE_CHECKING:
@@ -779,7 +779,7 @@ def build_fewshot_resources(spec: FewshotSpec) -> dict[str, Any]:
             api_key=env("QDRANT_API_KEY"),
             lock_timeout_seconds=spec.vector_store.lock_timeout_seconds,
         ),
-        "tracking": MlflowTracking(tracking_uri=env("MLFLOW_TRACKING_URI")),
+        "tracking": tracking_resource(),
     }
 
 

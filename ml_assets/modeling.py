@@ -290,7 +290,9 @@ class ModelBundle:
     train_seconds: float = 0.0
     validation_metrics: dict[str, float] = field(default_factory=dict)
     train_rows: int = 0
-    train_positive_rate: float = float("nan")
+    train_positive_rate: float = float("nan")  # the target mean for a regression
+    task: str = "classification"
+    threshold: float = 0.5  # decision threshold for hard predictions (chosen on validation)
 
 
 def _target_array(frame: Any, target: str) -> Any:
@@ -306,9 +308,24 @@ def _target_array(frame: Any, target: str) -> Any:
     return y
 
 
-def lightgbm_params(params: Mapping[str, Any] | None, seed: int, num_threads: int) -> dict[str, Any]:
-    """Defaults + ``params`` + the settings that make a fit reproducible for a given seed."""
-    merged = {**DEFAULT_LGBM_PARAMS, **(params or {})}
+TASKS = ("classification", "regression")
+REGRESSION_OBJECTIVE = {"objective": "regression", "metric": "l2"}
+
+
+def _check_task(task: str) -> None:
+    if task not in TASKS:
+        raise ValueError(f"task must be one of {TASKS}, got {task!r}")
+
+
+def lightgbm_params(
+    params: Mapping[str, Any] | None, seed: int, num_threads: int, task: str = "classification"
+) -> dict[str, Any]:
+    """Defaults + ``params`` + the settings that make a fit reproducible for a given seed.
+
+    ``task="regression"`` swaps the binary objective and AUC metric for L2 regression."""
+    _check_task(task)
+    task_defaults = REGRESSION_OBJECTIVE if task == "regression" else {}
+    merged = {**DEFAULT_LGBM_PARAMS, **task_defaults, **(params or {})}
     merged.update(
         seed=seed,
         bagging_seed=seed,
@@ -334,8 +351,10 @@ def train_lightgbm(
     num_boost_round: int = 2000,
     target: str = DEFAULT_TARGET,
     num_threads: int = 2,
+    task: str = "classification",
 ) -> ModelBundle:
-    """Fit a LightGBM binary classifier on ``train``, early-stopped on ``validate`` (ROC-AUC).
+    """Fit a LightGBM binary classifier on ``train``, early-stopped on ``validate`` (ROC-AUC), or a
+    regressor (L2) with ``task="regression"``.
 
     ``features`` is a pipeline ``Features`` object, ``{"numeric": [...], "categorical": [...]}`` or a
     ``(numeric, categorical)`` pair. Categoricals use LightGBM's native handling. Deterministic for a
@@ -350,9 +369,11 @@ def train_lightgbm(
     preprocessor = Preprocessor.fit(train, numeric, categorical)
     y_train = _target_array(train, target)
     y_valid = _target_array(validate, target) if validate is not None else None
-    if len(np.unique(y_train)) < 2:
+    if task == "classification" and len(np.unique(y_train)) < 2:
         raise ValueError(f"the training rows have a single class ({len(y_train)} rows)")
-    merged = lightgbm_params(params, seed, num_threads)
+    if task == "regression" and len(y_train) > 1 and float(np.std(y_train)) == 0.0:
+        raise ValueError(f"the training target is constant ({len(y_train)} rows)")
+    merged = lightgbm_params(params, seed, num_threads, task)
     train_set = lgb.Dataset(
         preprocessor.transform(train), label=y_train, categorical_feature=categorical or "auto",
         free_raw_data=True,
@@ -375,9 +396,11 @@ def train_lightgbm(
     bundle = ModelBundle(
         preprocessor=preprocessor, booster=booster, best_iteration=best_iteration, params=merged,
         feature_importance=importance, target=target, seed=seed, train_seconds=elapsed,
-        train_rows=len(train), train_positive_rate=float(y_train.mean()),
+        train_rows=len(train), train_positive_rate=float(y_train.mean()), task=task,
     )
-    if y_valid is not None and len(np.unique(y_valid)) == 2:
+    if y_valid is not None and task == "regression" and len(y_valid):
+        bundle.validation_metrics = regression_metrics(y_valid, predict_proba(bundle, validate))
+    elif y_valid is not None and len(np.unique(y_valid)) == 2:
         bundle.validation_metrics = evaluate(y_valid, predict_proba(bundle, validate))
     return bundle
 
@@ -436,6 +459,18 @@ def _suggest(trial: Any, name: str, spec: Any) -> Any:
     raise ValueError(f"search space entry '{name}': type must be int, float or categorical, got {kind!r}")
 
 
+def _admits(spec: Any, value: Any) -> bool:
+    """Whether a search-space entry can produce ``value``."""
+    if not isinstance(spec, Mapping):
+        return False
+    if spec.get("type") == "categorical":
+        return value in list(spec.get("choices", []))
+    try:
+        return float(spec["low"]) <= float(value) <= float(spec["high"])
+    except (KeyError, TypeError, ValueError):
+        return False
+
+
 def validate_search_space(search_space: Mapping[str, Any]) -> None:
     """Raise ``ValueError`` for a malformed plain-dict search space."""
     for name, spec in search_space.items():
@@ -472,8 +507,12 @@ def tune_lightgbm(
     num_boost_round: int = 1000,
     target: str = DEFAULT_TARGET,
     num_threads: int = 2,
+    task: str = "classification",
+    on_trial: Any = None,
 ) -> TuningResult:
-    """Optuna TPE search (seeded) maximising validation ROC-AUC of ``train_lightgbm``.
+    """Optuna TPE search (seeded) maximising validation ROC-AUC of ``train_lightgbm`` (minus the RMSE
+    for a regression). ``on_trial(record)`` is called after each trial (progress logging). The first
+    trial is the default configuration (where the search space admits it).
 
     Stops after ``n_trials`` trials or ``timeout_s`` seconds, whichever comes first (a running trial
     is finished). The preprocessing is fitted once per trial on ``train`` only.
@@ -494,14 +533,23 @@ def tune_lightgbm(
         started = time.perf_counter()
         bundle = train_lightgbm(
             train, validate, features, params, seed=seed, early_stopping_rounds=early_stopping_rounds,
-            num_boost_round=num_boost_round, target=target, num_threads=num_threads,
+            num_boost_round=num_boost_round, target=target, num_threads=num_threads, task=task,
         )
-        value = float(bundle.validation_metrics["roc_auc"])
+        metrics = bundle.validation_metrics
+        value = float(metrics["roc_auc"]) if task == "classification" else -float(metrics["rmse"])
         iterations[trial.number] = bundle.best_iteration
-        records.append(TrialRecord(trial.number, dict(trial.params), value,
-                                   time.perf_counter() - started, bundle.best_iteration))
+        record = TrialRecord(trial.number, dict(trial.params), value, time.perf_counter() - started,
+                             bundle.best_iteration)
+        records.append(record)
+        if on_trial is not None:
+            on_trial(record)
         return value
 
+    # Trial 0 is the default configuration, so tuning never returns something worse on validation.
+    defaults = {**DEFAULT_LGBM_PARAMS, **(base_params or {})}
+    first = {n: defaults[n] for n, s in search_space.items() if n in defaults and _admits(s, defaults[n])}
+    if first:
+        study.enqueue_trial(first)
     started = time.perf_counter()
     study.optimize(objective, n_trials=n_trials, timeout=timeout_s, catch=())
     elapsed = time.perf_counter() - started
@@ -602,6 +650,26 @@ def evaluate(y_true: Any, proba: Any) -> dict[str, float]:
     }
 
 
+def regression_metrics(y_true: Any, prediction: Any) -> dict[str, float]:
+    """RMSE, MAE, R^2 and row count of a regression (rows with an unknown target are dropped)."""
+    import numpy as np
+
+    y = np.asarray(y_true, dtype="float64")
+    p = np.asarray(prediction, dtype="float64")
+    keep = ~np.isnan(y)
+    y, p = y[keep], p[keep]
+    if len(y) == 0:
+        raise ValueError("cannot evaluate a regression on 0 rows")
+    residual = y - p
+    total = float(((y - y.mean()) ** 2).sum())
+    return {
+        "rmse": float(np.sqrt(np.mean(residual**2))),
+        "mae": float(np.mean(np.abs(residual))),
+        "r2": float(1.0 - float((residual**2).sum()) / total) if total > 0 else float("nan"),
+        "rows": float(len(y)),
+    }
+
+
 def load_feature_days(directory: Any, start: Any = None, end: Any = None, columns: list[str] | None = None) -> Any:
     """Concatenate the daily feature Parquet files ``YYYY-MM-DD.parquet`` of ``directory`` in ``[start, end]``."""
     from pathlib import Path
@@ -621,6 +689,7 @@ def load_feature_days(directory: Any, start: Any = None, end: Any = None, column
 __all__ = [
     "DEFAULT_LGBM_PARAMS", "DEFAULT_SEARCH_SPACE", "DEFAULT_WINDOWS", "ModelBundle", "Preprocessor",
     "TrialRecord", "TuningResult", "UNSEEN", "evaluate", "feature_lists", "lightgbm_params",
-    "load_feature_days", "logistic_baseline", "naive_rate_baseline", "predict_proba", "rolling_window",
+    "load_feature_days", "logistic_baseline", "naive_rate_baseline", "predict_proba", "regression_metrics",
+    "rolling_window",
     "split_by_time", "train_lightgbm", "tune_lightgbm", "validate_search_space",
 ]

@@ -12,6 +12,7 @@ import dagster as dg
 
 from resources.data_sources import DataSourceResource
 from resources.parquet_io import PartitionedParquetIOManager
+from resources.tracking import tracking_resource
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -22,10 +23,11 @@ def data_dir() -> Path:
 
 
 def build_resource_defs() -> dg.Definitions:
-    """The shared resources: data sources and the partitioned Parquet IO manager."""
+    """The shared resources: data sources, the partitioned Parquet IO manager and MLflow tracking."""
     return dg.Definitions(
         resources={
             "data_source": DataSourceResource(base_dir=str(REPO_ROOT)),
             "parquet_io_manager": PartitionedParquetIOManager(base_dir=str(data_dir() / "assets")),
+            "tracking": tracking_resource(),
         }
     )

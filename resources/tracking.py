@@ -17,6 +17,12 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import functools
+import os
+import urllib.error
+import urllib.parse
+import urllib.request
+
 import dagster as dg
 from pydantic import Field
 
@@ -41,6 +47,18 @@ class MlflowTracking(dg.ConfigurableResource):
         description="Artifact root for new experiments; default <local_dir>/artifacts in local mode.",
     )
 
+    request_retries: int = Field(
+        default=2,
+        ge=0,
+        description=(
+            "MLflow's own HTTP retries per request (MLFLOW_HTTP_REQUEST_MAX_RETRIES). Kept low: the"
+            " assets retry whole steps with backoff (dg.RetryPolicy) instead."
+        ),
+    )
+    request_timeout_seconds: int = Field(
+        default=30, ge=1, description="Timeout of one HTTP request to a tracking server."
+    )
+
     def resolved_tracking_uri(self) -> str:
         if self.tracking_uri:
             return self.tracking_uri
@@ -53,13 +71,58 @@ class MlflowTracking(dg.ConfigurableResource):
             return None  # the server decides
         return (Path(self.local_dir).resolve() / "artifacts" / experiment).as_uri()
 
+    def display_uri(self) -> str:
+        """The tracking URI without credentials, for logs, errors and the UI."""
+        return redact_uri(self.resolved_tracking_uri())
+
     def _configure(self) -> Any:
         import mlflow
 
         if not self.tracking_uri:
             Path(self.local_dir).mkdir(parents=True, exist_ok=True)
+        # MLflow reads these per request; a user's own setting wins.
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", str(self.request_retries))
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", str(self.request_timeout_seconds))
         mlflow.set_tracking_uri(self.resolved_tracking_uri())
         return mlflow
+
+    def check_reachable(self) -> None:
+        """Raise ``MlflowUnavailableError`` when a tracking server does not answer its health check.
+
+        A no-op for the embedded SQLite default. Called before long work, so an unreachable server
+        fails in a second instead of after training.
+        """
+        uri = self.resolved_tracking_uri()
+        if not uri.startswith(("http://", "https://")):
+            return
+        try:
+            with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=self.request_timeout_seconds):
+                pass
+        except (urllib.error.URLError, OSError) as exc:
+            reason = getattr(exc, "reason", exc)
+            raise MlflowUnavailableError(
+                f"the MLflow tracking server at {self.display_uri()} is unreachable ({reason}). Start it,"
+                " or unset MLFLOW_TRACKING_URI to use the embedded store in .mlflow/"
+            ) from None
+
+    def alias_version(self, model_name: str, alias: str) -> Any | None:
+        """The registry version ``alias`` points to, or None when the model or the alias does not exist."""
+        from mlflow.exceptions import MlflowException
+
+        client = self.client()
+        try:
+            return client.get_model_version_by_alias(model_name, alias)
+        except MlflowException as exc:
+            if getattr(exc, "error_code", "") in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+                return None
+            raise
+
+    @contextmanager
+    def resume_run(self, run_id: str) -> Iterator[Any]:
+        """Re-open a finished run (to add evaluation results to the model's run)."""
+        mlflow = self._configure()
+        with mlflow.start_run(run_id=run_id) as run:
+            yield run
 
     def client(self) -> Any:
         """An ``mlflow.MlflowClient`` bound to this tracking URI."""
@@ -114,8 +177,38 @@ class MlflowTracking(dg.ConfigurableResource):
 
     def run_url(self, run: Any) -> str | None:
         """A link to the run in the MLflow UI when the tracking URI is an http(s) server."""
-        uri = self.resolved_tracking_uri()
+        uri = self.display_uri()
         if not uri.startswith(("http://", "https://")):
             return None
         info = run.info
         return f"{uri.rstrip('/')}/#/experiments/{info.experiment_id}/runs/{info.run_id}"
+
+    def model_version_url(self, model_name: str, version: str | int) -> str | None:
+        """A link to a registered model version in the MLflow UI (http(s) servers only)."""
+        uri = self.display_uri()
+        if not uri.startswith(("http://", "https://")):
+            return None
+        return f"{uri.rstrip('/')}/#/models/{model_name}/versions/{version}"
+
+
+@functools.cache
+def tracking_resource() -> MlflowTracking:
+    """The project's tracking resource: ``MLFLOW_TRACKING_URI`` (as ``dg.EnvVar``, read at run time)
+    when it is set, else the embedded SQLite store in ``<repo>/.mlflow``. One shared instance, so the
+    few-shot and tabular definitions can both declare it."""
+    return MlflowTracking(tracking_uri=dg.EnvVar("MLFLOW_TRACKING_URI") if os.environ.get("MLFLOW_TRACKING_URI") else None)
+
+
+class MlflowUnavailableError(RuntimeError):
+    """The MLflow tracking server cannot be reached."""
+
+
+def redact_uri(uri: str) -> str:
+    """``uri`` with any ``user:password@`` removed."""
+    parts = urllib.parse.urlsplit(uri)
+    if parts.username is None and parts.password is None:
+        return uri
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    return urllib.parse.urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment))

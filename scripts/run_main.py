@@ -127,6 +127,20 @@ def summary() -> str:
         else:
             event = instance.get_latest_materialization_event(key)
             lines.append(f"    {key.to_user_string():40s} {'materialized' if event else 'NOT materialized'}")
+    decisions = []
+    for key in sorted(graph.materializable_asset_keys, key=lambda k: k.to_user_string()):
+        event = instance.get_latest_materialization_event(key)
+        metadata = event.asset_materialization.metadata if event and event.asset_materialization else {}
+        if "decision" in metadata:
+            figures = ", ".join(
+                f"{name} {metadata[name].value:.4f}"
+                for name in ("test_roc_auc", "naive_baseline_roc_auc", "logistic_baseline_roc_auc", "test_r2")
+                if name in metadata
+            )
+            decisions.append(f"    {key.to_user_string()}: version {metadata['model_version'].value}: {figures}")
+            decisions.append(f"        {metadata['decision'].value}")
+    if decisions:
+        lines += ["", "==> models", *decisions]
     return "\n".join(lines)
 
 
