@@ -67,9 +67,11 @@ class MlflowTracking(dg.ConfigurableResource):
     def resolved_artifact_location(self, experiment: str) -> str | None:
         if self.artifact_location:
             return f"{self.artifact_location.rstrip('/')}/{experiment}"
-        if self.tracking_uri:
-            return None  # the server decides
-        return (Path(self.local_dir).resolve() / "artifacts" / experiment).as_uri()
+        uri = self.resolved_tracking_uri()
+        if uri.startswith("sqlite:///"):
+            # beside the database (MLflow's own default would be ./mlruns in the working directory)
+            return (Path(uri[len("sqlite:///"):]).resolve().parent / "artifacts" / experiment).as_uri()
+        return None  # a tracking server decides
 
     def display_uri(self) -> str:
         """The tracking URI without credentials, for logs, errors and the UI."""

@@ -22,26 +22,37 @@ SHOWN_EVENTS = ("STEP_SUCCESS", "STEP_FAILURE", "STEP_SKIPPED", "RUN_SUCCESS", "
 
 @dataclass(frozen=True)
 class Stage:
-    """One CLI run: an asset group, over a partition range or unpartitioned."""
+    """One CLI run: the assets of a group that share a partitioning, over their partition range or
+    unpartitioned; through the group's own job (``<group>_job``) when that job selects exactly them."""
 
     group: str
+    keys: tuple[str, ...]
     partition_range: tuple[str, str] | None
+    job: str | None = None
 
     def command(self) -> list[str]:
-        cmd = [str(REPO_ROOT / ".venv" / "bin" / "dagster"), "asset", "materialize",
-               "-f", "definitions.py", "--select", f"group:{self.group}"]
+        dagster = str(REPO_ROOT / ".venv" / "bin" / "dagster")
+        if self.job:
+            return [dagster, "job", "execute", "-f", "definitions.py", "-j", self.job]
+        cmd = [dagster, "asset", "materialize", "-f", "definitions.py", "--select", ",".join(self.keys)]
         if self.partition_range:
             cmd += ["--partition-range", "...".join(self.partition_range)]
         return cmd
 
+    @property
+    def name(self) -> str:
+        return f"{self.group}-{'daily' if self.partition_range else 'unpartitioned'}"
+
     def describe(self) -> str:
+        what = f"job {self.job}" if self.job else f"group '{self.group}'"
         if self.partition_range:
-            return f"group '{self.group}', partitions {self.partition_range[0]} .. {self.partition_range[1]}"
-        return f"group '{self.group}'"
+            return f"{what}, partitions {self.partition_range[0]} .. {self.partition_range[1]}"
+        return f"{what} ({len(self.keys)} asset(s))" if not self.job else what
 
 
 def plan_stages() -> list[Stage]:
-    """Asset groups in dependency order, each with its full partition range if partitioned."""
+    """Asset groups in dependency order; in a group, unpartitioned assets first, then each
+    partitioning over its full range (one single-run backfill)."""
     import dagster as dg
 
     from definitions import defs
@@ -64,21 +75,31 @@ def plan_stages() -> list[Stage]:
         if not ready:
             raise RuntimeError(f"asset groups depend on each other in a cycle: {upstream_groups}")
         ordered.extend(ready)
+    job_keys = {}
+    for job in defs.resolve_all_job_defs():
+        if job.name.endswith("_job") and not job.name.startswith("__"):
+            job_keys[job.name] = {k for k in job.asset_layer.selected_asset_keys}
     stages = []
     for group in ordered:
-        partitions_defs = {graph.get(k).partitions_def for k in groups[group]}
-        partitions_def = next(iter(partitions_defs)) if len(partitions_defs) == 1 else None
-        if partitions_def is not None:
-            keys = partitions_def.get_partition_keys()
-            stages.append(Stage(group, (keys[0], keys[-1])))
-        else:
-            stages.append(Stage(group, None))
+        by_partitioning: dict[object, list[dg.AssetKey]] = {}
+        for key in groups[group]:
+            by_partitioning.setdefault(graph.get(key).partitions_def, []).append(key)
+        for partitions_def in sorted(by_partitioning, key=lambda p: p is not None):
+            keys = by_partitioning[partitions_def]
+            names = tuple(sorted(k.to_user_string() for k in keys))
+            if partitions_def is not None:
+                days = partitions_def.get_partition_keys()
+                stages.append(Stage(group, names, (days[0], days[-1])))
+            else:
+                job = f"{group}_job"
+                own_job = job if len(by_partitioning) == 1 and job_keys.get(job) == set(keys) else None
+                stages.append(Stage(group, names, None, own_job))
     return stages
 
 
 def run_stage(stage: Stage, log_dir: Path) -> float:
     started = time.monotonic()
-    log_path = log_dir / f"main-{stage.group}.log"
+    log_path = log_dir / f"main-{stage.name}.log"
     print(f"\n==> materializing {stage.describe()}", flush=True)
     print(f"    $ {' '.join(stage.command()[1:])}  (full log: {log_path})", flush=True)
     with log_path.open("w", encoding="utf-8") as log:

@@ -93,6 +93,10 @@ class Project:
         built = build_pipeline_assets(self.spec)
         model = build_model_assets(self.spec, pipeline_file, built.features_key, built.partitions_def, FAST_RETRY)
         self.assets = [*built.assets, *model.assets]
+        if self.spec.monitoring is not None:
+            from ml_assets.monitoring import build_monitoring_assets
+
+            self.assets += build_monitoring_assets(self.spec, built.features_key, built.partitions_def)
         self.jobs = (model.training_job, model.scoring_job)
         self.tracking = tracking
         self.store = store
@@ -254,6 +258,35 @@ def test_predictions_use_the_champion_and_record_its_version(trained, feature_st
     mlflow.set_tracking_uri(project.tracking.resolved_tracking_uri())
     direct = mlflow.pyfunc.load_model("models:/flights_delay/1").predict(model_input(features, project.spec))
     np.testing.assert_allclose(stored["delayed_score"].to_numpy(), direct["score"].to_numpy())
+
+
+def test_the_registered_model_scores_outside_this_project(trained, feature_store, tmp_path):
+    """The model carries its scoring code: a fresh interpreter in another folder loads it from the
+    registry and scores with the model's own copy of the code, not this checkout's."""
+    project = trained["project"]
+    columns = [*project.spec.features.numeric, *project.spec.features.categorical]
+    script = f"""
+import json, sys
+import mlflow, pandas as pd
+mlflow.set_tracking_uri({project.tracking.resolved_tracking_uri()!r})
+model = mlflow.pyfunc.load_model("models:/flights_delay@champion")
+frame = pd.read_parquet({str(feature_store / "flights" / "features" / "2013-03-12.parquet")!r})
+numeric = {list(project.spec.features.numeric)!r}
+frame = frame[{columns!r}].astype({{c: "float64" for c in numeric}})
+scores = model.predict(frame)["score"].tolist()
+import ml_assets.modeling
+print(json.dumps({{"module": ml_assets.modeling.__file__, "scores": scores}}))
+"""
+    result = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    import json
+
+    out = json.loads(result.stdout.strip().splitlines()[-1])
+    assert not out["module"].startswith(str(REPO_ROOT / "ml_assets"))  # the model's copy of the code
+    assert "/code/ml_assets/modeling.py" in out["module"]
+    stored = pd.read_parquet(feature_store / "flights" / "predictions" / "2013-03-12.parquet")
+    np.testing.assert_allclose(out["scores"], stored["delayed_score"].to_numpy())
 
 
 def test_unseen_categories_and_missing_weather_are_scored_as_missing(trained, feature_store):
