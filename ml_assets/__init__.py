@@ -2,7 +2,8 @@
 
 ``build_tabular_defs`` turns every tabular pipeline YAML in ``pipelines/`` into its asset graph:
 raw sources and features (``factory``), and with a ``model`` section the training set, model,
-evaluation and predictions (``model_lifecycle``).
+evaluation and predictions (``model_lifecycle``), and with a ``monitoring`` section the reference,
+the daily drift report and freshness policies (``monitoring``).
 """
 
 from __future__ import annotations
@@ -24,10 +25,24 @@ def build_tabular_defs(directory: Path = PIPELINES_DIR) -> dg.Definitions:
     for file in tabular_pipeline_files(directory):
         spec = load_pipeline(file)
         built = build_pipeline_assets(spec)
-        assets.extend(built.assets)
         jobs.append(built.ingest_job)
+        pipeline_assets = list(built.assets)
         if spec.model is not None:
             model = build_model_assets(spec, file, built.features_key, built.partitions_def)
-            assets.extend(model.assets)
+            pipeline_assets.extend(model.assets)
             jobs.extend([model.training_job, model.scoring_job])
+        if spec.monitoring is not None:
+            from ml_assets.monitoring import build_monitoring_assets, freshness_policy, monitoring_jobs
+
+            pipeline_assets.extend(build_monitoring_assets(spec, built.features_key, built.partitions_def))
+            jobs.extend(monitoring_jobs(spec, built.partitions_def))
+            # the daily deadline applies to what arrives every day: raw data and predictions
+            fresh = {*built.raw_keys.values(), dg.AssetKey([spec.name, "predictions"])}
+            policy = freshness_policy(spec)
+            pipeline_assets = [
+                a.map_asset_specs(lambda s: dg.apply_freshness_policy(s, policy) if s.key in fresh else s)
+                if set(a.keys) & fresh else a
+                for a in pipeline_assets
+            ]
+        assets.extend(pipeline_assets)
     return dg.Definitions(assets=assets, jobs=jobs)

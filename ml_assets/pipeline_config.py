@@ -346,6 +346,78 @@ class EvaluationSection(_Strict):
     )
 
 
+class DriftSettings(_Strict):
+    """Drift of the daily features and predictions against the reference (``ml_assets.drift``).
+
+    Every key is optional: an absent key takes the calibrated default of ``ml_assets.drift.DriftConfig``
+    / ``DriftColumns`` (their docstrings give the measurements behind each value).
+    """
+
+    numeric: list[str] | None = Field(default=None, description="Numeric columns compared.")
+    categorical: list[str] | None = Field(default=None, description="Categorical columns compared.")
+    numeric_method: str | None = None
+    categorical_method: str | None = None
+    numeric_threshold: float | None = Field(default=None, gt=0)
+    categorical_threshold: float | None = Field(default=None, gt=0)
+    thresholds: dict[str, float] | None = Field(default=None, description="Per-column thresholds.")
+    share_threshold: float | None = Field(
+        default=None, gt=0, le=1, description="Data drift when at least this share of columns drifted."
+    )
+    prediction_method: str | None = None
+    prediction_threshold: float | None = Field(default=None, gt=0)
+    max_current_rows: int | None = Field(default=None, ge=100, description="Larger days are sampled.")
+    reference_rows: int = Field(default=20_000, ge=100, description="Size of the reference sample.")
+    html: Literal["alarms", "always", "never"] = Field(
+        default="alarms",
+        description=(
+            "When the full Evidently HTML report is rendered: on days that alarm (default), every"
+            " day, or never (metrics only)."
+        ),
+    )
+
+
+class RetrainSettings(_Strict):
+    """When drift launches the training job (the drift sensor)."""
+
+    failures: int = Field(default=3, ge=1, description="Drift alarms needed (N) ...")
+    within_days: int = Field(default=7, ge=1, description="... among the last M partition days.")
+    cooldown_hours: float = Field(default=24.0, ge=0, description="No drift retrain within this time of the last.")
+    max_per_week: int = Field(default=2, ge=0, description="Budget: drift retrains per rolling 7 days.")
+    sensor_interval_seconds: int = Field(default=300, ge=30)
+
+
+class FreshnessSettings(_Strict):
+    """Daily deadline for raw data and predictions (``dg.FreshnessPolicy.cron``)."""
+
+    deadline_cron: str = Field(default="0 9 * * *", description="Cron in the partitioning timezone.")
+    lower_bound_hours: float = Field(default=24.0, gt=0)
+
+
+class AlertSettings(_Strict):
+    """Alert policy of the notifier (URLs come from the ALERT_URLS environment variable)."""
+
+    suppression_minutes: float = Field(default=60.0, ge=0)
+    escalate_after: int = Field(default=3, ge=0, description="0 never escalates.")
+    sensor_interval_seconds: int = Field(default=60, ge=30)
+
+
+class ScheduleSettings(_Strict):
+    """Cron schedules, in the partitioning timezone."""
+
+    daily: str = Field(default="0 6 * * *", description="Ingest, features, predictions and drift of yesterday.")
+    weekly_retrain: str = Field(default="0 3 * * 1", description="Training job on the rolling windows.")
+
+
+class MonitoringSection(_Strict):
+    """Drift reports and checks, drift-triggered retraining, freshness, alerts and schedules."""
+
+    drift: DriftSettings = Field(default_factory=DriftSettings)
+    retrain: RetrainSettings = Field(default_factory=RetrainSettings)
+    freshness: FreshnessSettings = Field(default_factory=FreshnessSettings)
+    alerts: AlertSettings = Field(default_factory=AlertSettings)
+    schedules: ScheduleSettings = Field(default_factory=ScheduleSettings)
+
+
 class PipelineSpec(_Strict):
     """One tabular pipeline: sources, partitioning, target, features and validation."""
 
@@ -360,7 +432,9 @@ class PipelineSpec(_Strict):
         default=None, description="Train, track and register a model (needs a 'partitioning' section)."
     )
     evaluation: EvaluationSection = Field(default_factory=EvaluationSection)
-    # Sections owned by later stages (drift, alerts) are added here.
+    monitoring: MonitoringSection | None = Field(
+        default=None, description="Drift, retraining, freshness, alerts and schedules (needs 'model')."
+    )
 
     @field_validator("sources")
     @classmethod
@@ -392,6 +466,8 @@ class PipelineSpec(_Strict):
                 raise ValueError("features.context_days needs a 'partitioning' section")
         if self.model is not None and self.partitioning is None:
             raise ValueError("the 'model' section needs a 'partitioning' section (time windows)")
+        if self.monitoring is not None and self.model is None:
+            raise ValueError("the 'monitoring' section needs a 'model' section (it watches its predictions)")
         return self
 
     @property

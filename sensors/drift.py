@@ -1,0 +1,137 @@
+"""The drift sensor: drift alarms on enough recent days launch the training job.
+
+It reads new materializations of ``<name>/drift_report`` (each day's ``data_drift`` and
+``prediction_drift`` metadata, written by the daily run or by a range run) and keeps the latest
+verdict per day in its cursor. When at least ``retrain.failures`` of the last ``retrain.within_days``
+days (up to the newest day reported) alarm, it requests ``<name>_training_job`` on the rolling
+windows ending on that day, unless a drift retrain ran within ``cooldown_hours`` or the budget of
+``max_per_week`` drift retrains in 7 days is spent. The run key is deterministic (the alarm days), so
+the same evidence never launches twice; the reason is in the run tags. Otherwise a ``SkipReason``
+says why. The evaluation gate of the training job then decides whether the new model is promoted.
+"""
+
+import datetime as dt
+import json
+from typing import Any
+
+import dagster as dg
+
+from ml_assets.model_lifecycle import asset_key
+from ml_assets.pipeline_config import PipelineSpec
+
+TRIGGER_TAG = "ml_platform/trigger"
+REASON_TAG = "ml_platform/reason"
+PIPELINE_TAG = "ml_platform/pipeline"
+DRIFT_TRIGGER = "drift"
+CURSOR_DAYS = 60  # days of verdicts kept in the cursor
+
+
+def _load_cursor(cursor: str | None) -> dict[str, Any]:
+    if not cursor:
+        return {"storage_id": 0, "days": {}}
+    return json.loads(cursor)
+
+
+def _verdicts(instance: dg.DagsterInstance, key: dg.AssetKey, after: int) -> tuple[int, dict[str, dict]]:
+    """Per day, the newest drift verdict among materializations after storage id ``after``."""
+    latest, verdicts = after, {}
+    while True:
+        result = instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=key, after_storage_id=latest), limit=1000, ascending=True
+        )
+        for record in result.records:
+            latest = max(latest, record.storage_id)
+            materialization = record.asset_materialization
+            if materialization is None or materialization.partition is None:
+                continue
+            metadata = materialization.metadata
+            if "data_drift" not in metadata:
+                continue  # a day with no rows
+            verdicts[materialization.partition] = {
+                "data": bool(metadata["data_drift"].value),
+                "prediction": bool(metadata["prediction_drift"].value),
+                "columns": metadata["drifted_columns"].value if "drifted_columns" in metadata else "",
+            }
+        if not result.has_more:
+            return latest, verdicts
+
+
+def alarm_days(days: dict[str, dict], newest: str, within_days: int) -> list[str]:
+    """Days among the ``within_days`` days ending on ``newest`` whose drift checks failed."""
+    end = dt.date.fromisoformat(newest)
+    start = (end - dt.timedelta(days=within_days - 1)).isoformat()
+    return sorted(d for d, v in days.items() if start <= d <= newest and (v["data"] or v["prediction"]))
+
+
+def _recent_drift_runs(instance: dg.DagsterInstance, pipeline: str, since: dt.datetime) -> list[Any]:
+    return list(instance.get_run_records(
+        filters=dg.RunsFilter(tags={TRIGGER_TAG: DRIFT_TRIGGER, PIPELINE_TAG: pipeline}, created_after=since),
+    ))
+
+
+def build_drift_sensor(spec: PipelineSpec) -> dg.SensorDefinition:
+    retrain = spec.monitoring.retrain
+    drift_key = asset_key(spec, "drift_report")
+    job_name = f"{spec.name}_training_job"
+    training_set_step = "__".join(asset_key(spec, "training_set").path)
+
+    @dg.sensor(
+        name=f"{spec.name}_drift_retrain_sensor",
+        job_name=job_name,
+        minimum_interval_seconds=retrain.sensor_interval_seconds,
+        default_status=dg.DefaultSensorStatus.STOPPED,
+        description=(
+            f"Launches {job_name} on the rolling windows when at least {retrain.failures} of the last"
+            f" {retrain.within_days} days of {drift_key.to_user_string()} alarm (data or prediction drift);"
+            f" cooldown {retrain.cooldown_hours:g} h, at most {retrain.max_per_week} drift retrains per 7 days."
+        ),
+    )
+    def _sensor(context: dg.SensorEvaluationContext):
+        state = _load_cursor(context.cursor)
+        latest, verdicts = _verdicts(context.instance, drift_key, state["storage_id"])
+        state["storage_id"] = latest
+        state["days"].update(verdicts)
+        if state["days"]:  # keep only the most recent days
+            kept = sorted(state["days"])[-CURSOR_DAYS:]
+            state["days"] = {d: state["days"][d] for d in kept}
+        context.update_cursor(json.dumps(state, sort_keys=True))
+        if not state["days"]:
+            return dg.SkipReason(f"no drift reports of {drift_key.to_user_string()} yet")
+        newest = max(state["days"])
+        alarms = alarm_days(state["days"], newest, retrain.within_days)
+        if len(alarms) < retrain.failures:
+            return dg.SkipReason(
+                f"{len(alarms)} drift alarm day(s) among the {retrain.within_days} days up to {newest}"
+                f" ({', '.join(alarms) or 'none'}); {retrain.failures} needed to retrain"
+            )
+        now = dt.datetime.now(dt.timezone.utc)
+        last_week = _recent_drift_runs(context.instance, spec.name, now - dt.timedelta(days=7))
+        if len(last_week) >= retrain.max_per_week:
+            return dg.SkipReason(
+                f"drift retrain budget spent: {len(last_week)} drift retrain(s) in the last 7 days"
+                f" (max_per_week {retrain.max_per_week}); alarm days {', '.join(alarms)}"
+            )
+        cooldown_start = now - dt.timedelta(hours=retrain.cooldown_hours)
+        recent = [r for r in last_week if r.create_timestamp >= cooldown_start]
+        if recent:
+            return dg.SkipReason(
+                f"cooling down: a drift retrain ({recent[0].dagster_run.run_id[:8]}) started at"
+                f" {recent[0].create_timestamp:%Y-%m-%d %H:%M} UTC, within {retrain.cooldown_hours:g} h;"
+                f" alarm days {', '.join(alarms)}"
+            )
+        details = "; ".join(
+            f"{d}: {'data drift (' + (state['days'][d]['columns'] or '?') + ')' if state['days'][d]['data'] else ''}"
+            f"{' ' if state['days'][d]['data'] and state['days'][d]['prediction'] else ''}"
+            f"{'prediction drift' if state['days'][d]['prediction'] else ''}"
+            for d in alarms
+        )
+        reason = (
+            f"{len(alarms)} drift alarm days among the {retrain.within_days} days up to {newest}: {details}"
+        )
+        return dg.RunRequest(
+            run_key=f"drift-retrain:{spec.name}:{','.join(alarms)}",
+            run_config={"ops": {training_set_step: {"config": {"mode": "rolling", "end": newest}}}},
+            tags={TRIGGER_TAG: DRIFT_TRIGGER, PIPELINE_TAG: spec.name, REASON_TAG: reason[:4000]},
+        )
+
+    return _sensor
