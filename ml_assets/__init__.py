@@ -22,6 +22,7 @@ def build_tabular_defs(directory: Path = PIPELINES_DIR) -> dg.Definitions:
 
     assets: list[dg.AssetsDefinition] = []
     jobs = []
+    schedules = []
     for file in tabular_pipeline_files(directory):
         spec = load_pipeline(file)
         built = build_pipeline_assets(spec)
@@ -34,8 +35,12 @@ def build_tabular_defs(directory: Path = PIPELINES_DIR) -> dg.Definitions:
         if spec.monitoring is not None:
             from ml_assets.monitoring import build_monitoring_assets, freshness_policy, monitoring_jobs
 
+            from sensors import build_schedules
+
             pipeline_assets.extend(build_monitoring_assets(spec, built.features_key, built.partitions_def))
-            jobs.extend(monitoring_jobs(spec, built.partitions_def))
+            drift_job, daily_job = monitoring_jobs(spec, built.partitions_def)
+            jobs.append(drift_job)
+            schedules.extend(build_schedules(spec, daily_job))  # registers daily_job too
             # the daily deadline applies to what arrives every day: raw data and predictions
             fresh = {*built.raw_keys.values(), dg.AssetKey([spec.name, "predictions"])}
             policy = freshness_policy(spec)
@@ -45,4 +50,4 @@ def build_tabular_defs(directory: Path = PIPELINES_DIR) -> dg.Definitions:
                 for a in pipeline_assets
             ]
         assets.extend(pipeline_assets)
-    return dg.Definitions(assets=assets, jobs=jobs)
+    return dg.Definitions(assets=assets, jobs=jobs, schedules=schedules)

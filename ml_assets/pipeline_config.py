@@ -402,9 +402,13 @@ class AlertSettings(_Strict):
 
 
 class ScheduleSettings(_Strict):
-    """Cron schedules, in the partitioning timezone."""
+    """When the schedules tick, in the partitioning timezone."""
 
-    daily: str = Field(default="0 6 * * *", description="Ingest, features, predictions and drift of yesterday.")
+    daily_at: str = Field(
+        default="06:00",
+        pattern=r"^([01]\d|2[0-3]):[0-5]\d$",
+        description="HH:MM each day (partitioning timezone): yesterday's ingest, features, predictions, drift.",
+    )
     weekly_retrain: str = Field(default="0 3 * * 1", description="Training job on the rolling windows.")
 
 

@@ -1,8 +1,9 @@
 """Sensors and schedules that run the pipelines unattended.
 
 For every tabular pipeline YAML with a ``monitoring`` section: the drift sensor (drift alarms launch
-the training job on rolling windows), the daily schedule (a day's ingest, features, predictions and
-drift) and the weekly retraining schedule. For the whole code location: the alerts sensor and its
+the training job on rolling windows); ``build_schedules`` gives its daily schedule (a day's ingest,
+features, predictions and drift) and weekly retraining schedule, registered with the pipeline's jobs
+by ``ml_assets.build_tabular_defs``. For the whole code location: the alerts sensor and its
 notifier (apprise URLs from ``ALERT_URLS``). Sensors and schedules start STOPPED: turn them on in the
 UI (Automation) or with ``dagster sensor start`` / ``dagster schedule start``.
 """
@@ -14,20 +15,23 @@ import dagster as dg
 from ml_assets.pipeline_config import PIPELINES_DIR, load_pipeline, tabular_pipeline_files
 
 
-def build_schedules(spec) -> list:
+def build_schedules(spec, daily_job) -> list:
+    """The daily schedule of ``daily_job`` (the day before each tick: its partition) and the weekly
+    retraining schedule of ``<name>_training_job`` on rolling windows."""
     from ml_assets.model_lifecycle import asset_key
 
     schedules = spec.monitoring.schedules
     timezone = spec.partitioning.timezone
-    daily = dg.ScheduleDefinition(
+    hour, minute = (int(part) for part in schedules.daily_at.split(":"))
+    daily = dg.build_schedule_from_partitioned_job(
+        daily_job,
         name=f"{spec.name}_daily_schedule",
-        cron_schedule=schedules.daily,
-        execution_timezone=timezone,
-        job_name=f"{spec.name}_daily_job",
+        hour_of_day=hour,
+        minute_of_hour=minute,
         default_status=dg.DefaultScheduleStatus.STOPPED,
         description=(
-            f"Every day ({schedules.daily}, {timezone}): yesterday's partition of {spec.name}_daily_job"
-            " (ingest, validation, features, predictions, drift)."
+            f"Every day at {schedules.daily_at} ({timezone}): the previous day's partition of"
+            f" {daily_job.name} (ingest, validation, features, predictions, drift)."
         ),
     )
     training_step = "__".join(asset_key(spec, "training_set").path)
@@ -48,7 +52,7 @@ def build_schedules(spec) -> list:
 
 
 def build_automation_defs(directory: Path = PIPELINES_DIR) -> dg.Definitions:
-    """Sensors, schedules and the notifier of every monitored pipeline in ``directory``."""
+    """Sensors and the notifier of every monitored pipeline in ``directory``."""
     specs = [spec for spec in map(load_pipeline, tabular_pipeline_files(directory)) if spec.monitoring is not None]
     if not specs:
         return dg.Definitions()
@@ -58,10 +62,8 @@ def build_automation_defs(directory: Path = PIPELINES_DIR) -> dg.Definitions:
 
     alerts = specs[0].monitoring.alerts  # one notifier for the code location
     sensors = [build_alerts_sensor(alerts.sensor_interval_seconds), *map(build_drift_sensor, specs)]
-    schedules = [schedule for spec in specs for schedule in build_schedules(spec)]
     return dg.Definitions(
         sensors=sensors,
-        schedules=schedules,
         resources={
             "notifier": notifier_resource(
                 suppression_minutes=alerts.suppression_minutes, escalate_after=alerts.escalate_after

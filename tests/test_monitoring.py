@@ -9,6 +9,7 @@ the same events those runs write.
 
 import datetime as dt
 import json
+from zoneinfo import ZoneInfo
 
 import dagster as dg
 import numpy as np
@@ -20,7 +21,7 @@ from ml_assets.monitoring import DATA_DRIFT_CHECK, PREDICTION_DRIFT_CHECK
 from resources.notifier import Notifier
 from resources.parquet_io import atomic_write_parquet
 from resources.tracking import MlflowTracking
-from sensors import build_automation_defs, build_schedules
+from sensors import build_automation_defs
 from sensors.alerts import build_alerts_sensor, evaluate_alerts
 from sensors.drift import DRIFT_TRIGGER, PIPELINE_TAG, REASON_TAG, TRIGGER_TAG, build_drift_sensor
 from tests.test_model_lifecycle import (  # noqa: F401 - fixtures
@@ -342,9 +343,14 @@ def test_freshness_policies_schedules_and_sensors_come_from_the_yaml(monitored):
     assert {"alerts_sensor", "flights_drift_retrain_sensor"} <= {s.name for s in defs.sensors}
     automation = build_automation_defs()
     assert "notifier" in automation.resources
-    daily, weekly = build_schedules(spec)
-    assert daily.cron_schedule == "0 6 * * *" and daily.execution_timezone == "America/New_York"
+    daily = defs.get_schedule_def("flights_daily_schedule")
+    weekly = defs.get_schedule_def("flights_weekly_retrain_schedule")
+    assert daily.cron_schedule == "0 6 * * *" and daily.execution_timezone == "America/New_York"  # 06:00
     assert daily.job_name == "flights_daily_job"
+    new_york = ZoneInfo("America/New_York")
+    tick = dg.build_schedule_context(scheduled_execution_time=dt.datetime(2013, 3, 14, 6, 0, tzinfo=new_york))
+    (request,) = daily.evaluate_tick(tick).run_requests
+    assert request.partition_key == "2013-03-13"  # yesterday's partition
     assert weekly.job_name == "flights_training_job" and weekly.cron_schedule == "0 3 * * 1"
     context = dg.build_schedule_context(scheduled_execution_time=dt.datetime(2026, 11, 23, 3, 0))
     (request,) = weekly.evaluate_tick(context).run_requests
