@@ -3,8 +3,8 @@ alerts sensor (to a real HTTP receiver on 127.0.0.1), freshness policies and sch
 
 Real parts: features from the packaged data, a trained champion in an embedded MLflow store,
 Evidently, apprise. Sensor inputs that would take a year of runs to produce (drift verdicts of many
-days, freshness state changes written by Dagster's freshness daemon) are reported to the instance as
-the same events those runs write.
+days) are reported to the instance as the same events those runs write; freshness is evaluated by
+Dagster's own freshness daemon with the clock frozen.
 """
 
 import datetime as dt
@@ -289,26 +289,43 @@ def test_alerts_fire_on_changes_suppress_repeats_escalate_and_resolve(instance, 
     assert [a.kind for a in alerts] == ["resolved"] and alerts[0].key == "run:__ephemeral_asset_job__"
 
 
-def test_freshness_failure_alerts_and_recovers(instance, receiver):
-    from dagster._core.definitions.freshness import FreshnessState, FreshnessStateChange
+def test_freshness_failure_from_the_freshness_daemon_alerts_and_recovers(instance, receiver):
+    """Dagster's own freshness daemon evaluates the YAML's policy on flights/predictions (clock
+    frozen): fresh after a materialization, overdue two days later, fresh again after the next."""
+    from dagster._core.remote_origin import InProcessCodeLocationOrigin
+    from dagster._core.test_utils import (
+        InProcessTestWorkspaceLoadTarget,
+        create_test_daemon_workspace_context,
+        freeze_time,
+    )
+    from dagster._core.types.loadable_target_origin import LoadableTargetOrigin
+    from dagster._daemon.freshness import FreshnessDaemon
+
+    from tests.conftest import REPO_ROOT
 
     notifier = Notifier(urls=receiver.url())
     key = dg.AssetKey(["flights", "predictions"])
+    t0 = dt.datetime(2026, 11, 20, 8, 0, tzinfo=dt.timezone.utc)  # 03:00 in New York, before the 09:00 deadline
+    origin = LoadableTargetOrigin(python_file=str(REPO_ROOT / "definitions.py"), working_directory=str(REPO_ROOT))
+    target = InProcessTestWorkspaceLoadTarget(InProcessCodeLocationOrigin(origin))
+    with create_test_daemon_workspace_context(target, instance) as workspace:
 
-    def change(previous, new):  # what Dagster's freshness daemon writes on a state change
-        instance._report_runless_asset_event(FreshnessStateChange(  # noqa: SLF001
-            key=key, previous_state=previous, new_state=new, state_change_timestamp=0.0))
+        def at(when: dt.datetime, materialize: bool = False):
+            with freeze_time(when):
+                if materialize:
+                    instance.report_runless_asset_event(dg.AssetMaterialization(asset_key=key, partition="2013-03-13"))
+                list(FreshnessDaemon().run_iteration(workspace))
 
-    change(FreshnessState.UNKNOWN, FreshnessState.PASS)
-    cursor, alerts, _ = evaluate_alerts(instance, [], notifier, None)
-    assert alerts == []
-    change(FreshnessState.PASS, FreshnessState.FAIL)
-    cursor, alerts, deliveries = evaluate_alerts(instance, [], notifier, cursor)
-    assert [a.kind for a in alerts] == ["failure"] and alerts[0].title == "flights/predictions is overdue"
-    assert deliveries[0]["delivered"] and receiver.requests[-1]["json"]["type"] == "failure"
-    change(FreshnessState.FAIL, FreshnessState.PASS)
-    cursor, alerts, _ = evaluate_alerts(instance, [], notifier, cursor)
-    assert [a.kind for a in alerts] == ["resolved"] and "fresh again" in receiver.requests[-1]["json"]["title"]
+        at(t0, materialize=True)
+        cursor, alerts, _ = evaluate_alerts(instance, [], notifier, None, t0)
+        assert alerts == []  # fresh from the start: nothing to say
+        at(t0 + dt.timedelta(days=2))  # two deadlines passed without a materialization
+        cursor, alerts, deliveries = evaluate_alerts(instance, [], notifier, cursor, t0 + dt.timedelta(days=2))
+        assert [a.kind for a in alerts] == ["failure"] and alerts[0].title == "flights/predictions is overdue"
+        assert deliveries[0]["delivered"] and receiver.requests[-1]["json"]["type"] == "failure"
+        at(t0 + dt.timedelta(days=2, hours=1), materialize=True)
+        cursor, alerts, _ = evaluate_alerts(instance, [], notifier, cursor, t0 + dt.timedelta(days=2, hours=1))
+        assert [a.kind for a in alerts] == ["resolved"] and "fresh again" in receiver.requests[-1]["json"]["title"]
 
 
 def test_alerts_sensor_reads_the_code_locations_checks_and_keeps_its_state_in_the_cursor(instance, receiver):
