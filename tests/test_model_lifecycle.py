@@ -50,7 +50,8 @@ def small_pipeline(tmp: Path, **overrides) -> Path:
     """The real flights YAML with small windows, a quick tuning budget and ``overrides`` merged in."""
     raw = read_yaml(FLIGHTS_YAML)
     raw["partitioning"]["end"] = LAST_DAY
-    raw["model"]["windows"] = {**WINDOWS, "min_rows": 500}
+    raw["model"]["windows"] = {**WINDOWS, "min_rows": 500,
+                               "rolling": {"train_days": 30, "validate_days": 7, "test_days": 7}}
     raw["model"]["tuning"] = {"n_trials": 2, "timeout_seconds": 30}
     raw["evaluation"]["bootstrap_samples"] = 500
     for section, values in overrides.items():

@@ -378,3 +378,41 @@ def test_freshness_policies_schedules_and_sensors_come_from_the_yaml(monitored):
         "flights/drift_report"}
     reference = graph.get(dg.AssetKey(["flights", "reference"]))
     assert reference.automation_condition is not None  # rebuilt after each training run
+
+
+# --------------------------------------------------------------------------- the closed loop (last: it adds a model)
+
+
+def test_injected_drift_on_real_days_launches_a_rolling_retrain_that_the_gate_decides(monitored, tmp_path):
+    """Three real days with a doubled distance feed -> three drift alarms -> the sensor's RunRequest
+    -> a real training run on the rolling windows -> the evaluation gate decides."""
+    source = monitored["store"] / "flights" / "features"
+    store = tmp_path / "store"
+    folder = store / "flights" / "features"
+    folder.mkdir(parents=True)
+    broken = ["2013-03-16", "2013-03-17", "2013-03-18"]
+    for file in source.glob("*.parquet"):
+        if file.stem in broken:
+            frame = pd.read_parquet(file)
+            atomic_write_parquet(frame.assign(distance=frame["distance"] * 2), folder / file.name)
+        else:
+            (folder / file.name).symlink_to(file)
+    project = monitored["project"]
+    loop = Project(project.file, store, project.tracking, project.instance)
+    for day in broken:
+        assert loop.materialize([PREDICTIONS], day).success
+        drift = loop.materialize([DRIFT], day)
+        assert metadata_of(drift, "flights__drift_report")["drifted_columns"] == "distance"
+    request, _ = tick(build_drift_sensor(loop.spec), loop.instance)
+    assert isinstance(request, dg.RunRequest), request
+    assert request.run_key == "drift-retrain:flights:" + ",".join(broken)
+    retrain = dg.materialize(loop.assets, selection=TRAINING, resources=loop.resources, instance=loop.instance,
+                             run_config=request.run_config, tags=request.tags)
+    assert retrain.success
+    windows = metadata_of(retrain, "flights__training_set")["windows"]
+    assert "| test | 2013-03-12 | 2013-03-18 |" in windows and "| train | 2013-02-03 | 2013-03-04 |" in windows
+    decision = metadata_of(retrain, "flights__evaluation")
+    assert decision["champion_before"] == "1" and decision["alias"] in (CHAMPION, "challenger")
+    assert decision["comparison_method"] == "paired_bootstrap" and 0.0 <= decision["p_value"] <= 1.0
+    run = loop.instance.get_run_by_id(retrain.run_id)
+    assert run.tags[TRIGGER_TAG] == DRIFT_TRIGGER and "3 drift alarm days" in run.tags[REASON_TAG]
