@@ -16,43 +16,15 @@ import json
 import os
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-import psutil
+from harness import measure
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
-
-
-def measure(cmd: list[str], env: dict[str, str], log_path: Path) -> tuple[float, float]:
-    """Wall seconds and peak summed RSS (MiB) of a command's process tree."""
-    started = time.monotonic()
-    log = log_path.open("w")
-    process = subprocess.Popen(cmd, cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    root = psutil.Process(process.pid)
-    peak = 0
-    while process.poll() is None:
-        try:
-            tree = [root, *root.children(recursive=True)]
-            rss = 0
-            for proc in tree:
-                try:
-                    rss += proc.memory_info().rss
-                except psutil.Error:
-                    pass
-            peak = max(peak, rss)
-        except psutil.Error:
-            pass
-        time.sleep(0.05)
-    elapsed = time.monotonic() - started
-    log.close()
-    if process.returncode != 0:
-        raise SystemExit(f"{' '.join(cmd)} failed:\n{log_path.read_text()[-4000:]}")
-    return elapsed, peak / 2**20
 
 
 def fresh_postgres_db() -> str:
@@ -66,7 +38,7 @@ def fresh_postgres_db() -> str:
     return name
 
 
-def run_once(workdir: Path, instance: str) -> dict[str, tuple[float, float]]:
+def run_once(workdir: Path, instance: str) -> dict[str, dict[str, float]]:
     home = workdir / "dagster_home"
     home.mkdir(parents=True)
     template = "dagster_home/dagster.yaml" if instance == "sqlite" else "dagster_home/postgres/dagster.yaml"
@@ -102,8 +74,8 @@ def main() -> None:
             runs.append(run_once(Path(tmp), args.instance))
     summary = {}
     for name in ("plain", "dagster"):
-        summary[name] = {"wall_s": statistics.median(r[name][0] for r in runs),
-                         "peak_rss_mib": statistics.median(r[name][1] for r in runs)}
+        summary[name] = {"wall_s": statistics.median(r[name]["wall_s"] for r in runs),
+                         "peak_rss_mib": statistics.median(r[name]["peak_rss_mib"] for r in runs)}
     summary["ratio"] = {"wall": summary["dagster"]["wall_s"] / summary["plain"]["wall_s"],
                         "peak_rss": summary["dagster"]["peak_rss_mib"] / summary["plain"]["peak_rss_mib"]}
     summary["runs"] = args.repeat

@@ -1,0 +1,52 @@
+"""Shared by the benchmarks: run a command and measure its process tree, run a helper snippet."""
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def measure(cmd: list[str], env: dict[str, str], log_path: Path) -> dict[str, float]:
+    """Wall seconds, peak summed RSS (MiB) of a command's process tree, and its start (epoch)."""
+    started_epoch = time.time()
+    started = time.monotonic()
+    log = log_path.open("w")
+    process = subprocess.Popen(cmd, cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    root = psutil.Process(process.pid)
+    peak = 0
+    while process.poll() is None:
+        try:
+            rss = 0
+            for proc in [root, *root.children(recursive=True)]:
+                try:
+                    rss += proc.memory_info().rss
+                except psutil.Error:
+                    pass
+            peak = max(peak, rss)
+        except psutil.Error:
+            pass
+        time.sleep(0.05)
+    elapsed = time.monotonic() - started
+    log.close()
+    if process.returncode != 0:
+        raise SystemExit(f"{' '.join(cmd)} failed:\n{log_path.read_text()[-6000:]}")
+    return {"wall_s": elapsed, "peak_rss_mib": peak / 2**20, "start_epoch": started_epoch,
+            "end_epoch": started_epoch + elapsed}
+
+
+def helper(code: str, env: dict[str, str], *args: str) -> str:
+    out = subprocess.run([sys.executable, "-c", code, *args], cwd=REPO_ROOT, env=env, capture_output=True,
+                         text=True)
+    if out.returncode != 0:
+        raise SystemExit(f"helper failed:\n{out.stderr[-4000:]}")
+    lines = out.stdout.strip().splitlines()
+    return lines[-1] if lines else ""
+
+
+def base_env() -> dict[str, str]:
+    return dict(os.environ, HF_HUB_OFFLINE="1", GX_ANALYTICS_ENABLED="false", PYTHONUNBUFFERED="1")
