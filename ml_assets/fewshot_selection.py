@@ -29,8 +29,6 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    import numpy as np
-
     from ml_assets.fewshot_config import FewshotSpec, PromptTemplate
 
 # search(vector, limit, label, score_threshold, with_vectors) -> [{"id", "score", "payload", "vector"}]

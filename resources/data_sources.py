@@ -46,8 +46,6 @@ def local_days(times: pd.Series, timezone: str) -> pd.Series:
 
     Naive timestamps are taken to be UTC, as the ``Z``-suffixed strings in the packaged data are.
     """
-    import pandas as pd
-
     parsed = parse_times(times)
     return parsed.dt.tz_convert(timezone).dt.strftime("%Y-%m-%d")
 

@@ -351,7 +351,6 @@ def test_alerts_sensor_reads_the_code_locations_checks_and_keeps_its_state_in_th
 def test_freshness_policies_schedules_and_sensors_come_from_the_yaml(monitored):
     from definitions import defs
 
-    spec = monitored["project"].spec
     graph = defs.resolve_asset_graph()
     for key in (["flights", "raw_flights"], ["flights", "raw_weather"], ["flights", "predictions"]):
         policy = graph.get(dg.AssetKey(key)).freshness_policy
