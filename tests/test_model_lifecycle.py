@@ -353,7 +353,7 @@ def test_scoring_with_no_registered_model_fails_clearly_and_writes_nothing(tmp_p
     assert restarts == []  # a data problem is not retried
 
 
-def test_alias_to_a_version_whose_files_are_gone_is_a_clear_error(tmp_path, feature_store, instance):
+def test_alias_to_a_deleted_version_or_one_whose_files_are_gone_is_a_clear_error(tmp_path, feature_store, instance):
     store = own_store(tmp_path, feature_store)
     tracking = MlflowTracking(local_dir=str(tmp_path / "mlflow"))
     project = Project(small_pipeline(tmp_path, model={"tuning": {"n_trials": 0}}), store, tracking, instance)
@@ -367,6 +367,19 @@ def test_alias_to_a_version_whose_files_are_gone_is_a_clear_error(tmp_path, feat
     assert not result.success
     message = failure_message(result)
     assert "alias 'champion' of model 'flights_delay' points to version 1, which cannot be loaded" in message
+    assert not (store / "flights" / "predictions").exists()
+
+    # Deleting the version the alias points to: MLflow drops the alias with it; version 2 remains.
+    client = tracking.client()
+    first = client.get_model_version("flights_delay", "1")
+    client.create_model_version("flights_delay", first.source, run_id=first.run_id)
+    client.delete_model_version("flights_delay", "1")
+    result = project.materialize([PREDICTIONS], partition_key="2013-03-12")
+    assert not result.success
+    message = failure_message(result)
+    assert "no 'champion' version of model 'flights_delay'" in message
+    assert "it has version(s) 2 but none holds 'champion' (deleting a version removes its aliases" in message
+    assert "Nothing was scored" in message
     assert not (store / "flights" / "predictions").exists()
 
 
