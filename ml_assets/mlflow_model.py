@@ -10,6 +10,7 @@ import pickle
 from typing import Any
 
 import mlflow.pyfunc
+import pandas as pd
 
 
 def score_frame(bundle: Any, frame: Any) -> Any:
@@ -18,8 +19,6 @@ def score_frame(bundle: Any, frame: Any) -> Any:
     ``score`` is the positive-class probability (the predicted value for a regression); ``label`` is
     ``score >= bundle.threshold`` (the threshold chosen on validation; the value for a regression).
     """
-    import pandas as pd
-
     from ml_assets.modeling import predict_proba
 
     score = predict_proba(bundle, frame)
@@ -38,5 +37,6 @@ class TabularModel(mlflow.pyfunc.PythonModel):
         with open(context.artifacts["bundle"], "rb") as handle:
             self.bundle = pickle.load(handle)
 
-    def predict(self, context: Any, model_input: Any, params: Any = None) -> Any:
+    # A DataFrame hint: MLflow validates against the logged signature instead of inferring one from hints.
+    def predict(self, context: Any, model_input: pd.DataFrame, params: Any = None) -> pd.DataFrame:
         return score_frame(self.bundle, model_input)
