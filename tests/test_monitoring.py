@@ -333,7 +333,7 @@ def test_alerts_sensor_reads_the_code_locations_checks_and_keeps_its_state_in_th
     defs = dg.Definitions(assets=[asset], sensors=[build_alerts_sensor()],
                           resources={"notifier": Notifier(urls=receiver.url())})
     dg.materialize([asset], instance=instance)
-    sensor = defs.get_sensor_def("alerts_sensor")
+    sensor = defs.resolve_sensor_def("alerts_sensor")
     context = dg.build_sensor_context(instance=instance, definitions=defs, resources={"notifier": Notifier(urls=receiver.url())})
     result = sensor(context)
     assert isinstance(result, dg.SkipReason) and "sent 1 alert(s): failure: Check not_empty on orders failed" in result.skip_message
@@ -359,8 +359,8 @@ def test_freshness_policies_schedules_and_sensors_come_from_the_yaml(monitored):
     assert {"alerts_sensor", "flights_drift_retrain_sensor"} <= {s.name for s in defs.sensors}
     automation = build_automation_defs()
     assert "notifier" in automation.resources
-    daily = defs.get_schedule_def("flights_daily_schedule")
-    weekly = defs.get_schedule_def("flights_weekly_retrain_schedule")
+    daily = defs.resolve_schedule_def("flights_daily_schedule")
+    weekly = defs.resolve_schedule_def("flights_weekly_retrain_schedule")
     assert daily.cron_schedule == "0 6 * * *" and daily.execution_timezone == "America/New_York"  # 06:00
     assert daily.job_name == "flights_daily_job"
     new_york = ZoneInfo("America/New_York")
