@@ -225,7 +225,7 @@ def build_raw_asset(
                 if outcome.severity == "WARN"
                 else dg.AssetCheckSeverity.ERROR,
                 metadata=outcome.to_check_metadata(),
-                description=CHECK_DESCRIPTIONS[group],
+                description=outcome.describe(CHECK_DESCRIPTIONS[group]),
             )
 
     return _raw

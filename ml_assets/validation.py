@@ -84,6 +84,17 @@ class CheckOutcome:
     failures: list[RuleFailure]
     expectations: int
 
+    def describe(self, rule_text: str) -> str:
+        """The check's description in the UI: ``rule_text`` when it passed, else each broken rule."""
+        if not self.failures:
+            return rule_text
+        parts = []
+        for f in self.failures:
+            days = _describe_days(f.partitions)
+            where = f"column '{f.column}'" if f.column else "table"
+            parts.append(f"{where}: {f.rule}: {f.observed}" + (f" on {days}" if days else ""))
+        return "; ".join(parts)
+
     def to_check_metadata(self) -> dict[str, Any]:
         """Dagster metadata: counts, a markdown table of failures and the example rows."""
         if self.failures:

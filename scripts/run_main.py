@@ -162,7 +162,34 @@ def summary() -> str:
             decisions.append(f"        {metadata['decision'].value}")
     if decisions:
         lines += ["", "==> models", *decisions]
+    failed = failed_checks(instance, graph)
+    if failed:
+        lines += ["", "==> asset checks that failed (latest evaluation of each partition)", *failed]
     return "\n".join(lines)
+
+
+def failed_checks(instance, graph) -> list[str]:
+    """One line per asset check whose latest evaluation failed: severity and the check's description.
+
+    A range run evaluates a check once for the whole range (its description names the failing days);
+    a single-partition run evaluates it for that partition."""
+    from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus
+
+    lines = []
+    for check_key in sorted(graph.asset_check_keys, key=lambda k: (k.asset_key.to_user_string(), k.name)):
+        latest: dict = {}  # partition (None for a range or unpartitioned run) -> newest record
+        for record in instance.event_log_storage.get_asset_check_execution_history(check_key, limit=1_000):
+            latest.setdefault(record.partition, record)
+        for partition, record in sorted(latest.items(), key=lambda item: item[0] or ""):
+            if record.status != AssetCheckExecutionRecordStatus.FAILED or record.event is None:
+                continue
+            evaluation = record.event.dagster_event.event_specific_data
+            severity = getattr(evaluation.severity, "value", str(evaluation.severity))
+            text = " ".join((evaluation.description or "failed").split())
+            text = text if len(text) <= 150 else text[:147] + "..."
+            where = f" [{partition}]" if partition else ""
+            lines.append(f"    {check_key.asset_key.to_user_string()}{where} {check_key.name} ({severity}): {text}")
+    return lines
 
 
 def main() -> None:

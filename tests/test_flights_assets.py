@@ -12,7 +12,7 @@ import pytest
 
 from ml_assets.factory import build_pipeline_assets, mask_out_of_range
 from ml_assets.pipeline_config import FileSource, SqlSource
-from ml_assets.validation import CHECK_GROUPS
+from ml_assets.validation import CHECK_DESCRIPTIONS, CHECK_GROUPS
 
 LEAKAGE = {"dep_time", "dep_delay", "arr_time", "air_time", "arr_delay", "tailnum"}
 
@@ -64,6 +64,20 @@ def test_materialize_real_partitions_with_28_days_of_history(flights_spec, resou
     assert failed[("raw_weather", "ranges")].severity == dg.AssetCheckSeverity.WARN
     assert "wind_speed" in metadata_text(failed[("raw_weather", "ranges")])
     assert "2013-02-12" in metadata_text(failed[("raw_weather", "ranges")])
+    # The UI's description of a failed check is the broken rule; of a passed check, the rule group.
+    assert failed[("raw_weather", "ranges")].description == (
+        "column 'wind_speed': wind_speed >= 0 and <= 150: 1 of 2152 rows (0.05%) out of range; min 0,"
+        " max 1048.36 on 2013-02-12"
+    )
+    assert evaluations[("raw_flights", "ranges")].description == CHECK_DESCRIPTIONS["ranges"]
+    # ./run.sh main ends with the same finding, read back from the instance.
+    from scripts.run_main import failed_checks
+
+    graph = dg.Definitions(assets=raws, resources=resources).resolve_asset_graph()
+    assert failed_checks(instance, graph) == [
+        "    flights/raw_weather ranges (WARN): column 'wind_speed': wind_speed >= 0 and <= 150: 1 of 2152 rows"
+        " (0.05%) out of range; min 0, max 1048.36 on 2013-02-12"
+    ]
     stored = tmp_path / "data" / "flights" / "raw_flights"
     assert len(list(stored.glob("*.parquet"))) == 30
     # Each day of the range run carries its own row count; whole-run figures are named run_*.
