@@ -18,6 +18,36 @@ os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
 FLIGHTS_YAML = REPO_ROOT / "pipelines" / "flights.yaml"
 
 
+def real_features(first: str, last: str):
+    """Real flight features of ``first`` .. ``last`` (inclusive days), built from the packaged data by
+    the pipeline's own feature function with the history and context days the features asset reads."""
+    import datetime as dt
+    from zoneinfo import ZoneInfo
+
+    from ml_assets.feature_functions import get_feature_function
+    from ml_assets.pipeline_config import load_pipeline
+    from resources.data_sources import DataSourceResource, Window
+
+    spec = load_pipeline(FLIGHTS_YAML)
+    tz = ZoneInfo(spec.partitioning.timezone)
+    start = dt.datetime.fromisoformat(first).replace(tzinfo=tz)
+    stop = dt.datetime.fromisoformat(last).replace(tzinfo=tz) + dt.timedelta(days=1)
+    reader = DataSourceResource(base_dir=str(REPO_ROOT))
+
+    def window(name: str) -> Window:
+        before = (spec.features.history_days if name == spec.primary_source
+                  else spec.features.context_days.get(name, 0))
+        return Window(start - dt.timedelta(days=before), stop)
+
+    sources = {
+        name: reader.read(source, name=name, time_column=spec.time_column_for(name),
+                          timezone=spec.partitioning.timezone, window=window(name))
+        for name, source in spec.sources.items()
+    }
+    days = [(start + dt.timedelta(days=i)).strftime("%Y-%m-%d") for i in range((stop - start).days)]
+    return get_feature_function(spec.features.function)(sources, days, spec, **spec.features.params)
+
+
 def service_reachable(host: str, port: int, timeout: float = 1.0) -> bool:
     try:
         with socket.create_connection((host, port), timeout=timeout):

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from tests.conftest import REPO_ROOT
+from tests.conftest import REPO_ROOT, real_features
 
 pd = pytest.importorskip("pandas")
 
@@ -17,29 +17,9 @@ from ml_assets.drift import (  # noqa: E402
 
 
 def _features(start: str, end: str):
-    """Real features of start..end (inclusive) with the pipeline's own feature function."""
-    import datetime as dt
-    from zoneinfo import ZoneInfo
-
-    from ml_assets.feature_functions import get_feature_function
-    from ml_assets.pipeline_config import PIPELINES_DIR, load_pipeline
-    from resources.data_sources import DataSourceResource, Window
-
-    spec = load_pipeline(PIPELINES_DIR / "flights.yaml")
-    tz = ZoneInfo(spec.partitioning.timezone)
-    first = dt.datetime.fromisoformat(start).replace(tzinfo=tz)
-    stop = dt.datetime.fromisoformat(end).replace(tzinfo=tz) + dt.timedelta(days=1)
-    reader = DataSourceResource(base_dir=str(REPO_ROOT))
-    history = Window(first - dt.timedelta(days=spec.features.history_days), stop)
-    sources = {
-        name: reader.read(source, name=name, time_column=spec.time_column_for(name),
-                          timezone=spec.partitioning.timezone,
-                          window=history if name == "flights" else Window(first - dt.timedelta(days=1), stop))
-        for name, source in spec.sources.items()
-    }
-    days = [(first + dt.timedelta(days=i)).strftime("%Y-%m-%d") for i in range((stop - first).days)]
-    frame = get_feature_function(spec.features.function)(sources, days, spec, **spec.features.params)
-    # a stand-in score (no model in these tests): the route's recent delay rate
+    """Real features of start..end (inclusive), with a stand-in score (no model in these tests): the
+    route's recent delay rate."""
+    frame = real_features(start, end)
     return frame.assign(delayed_score=frame["route_delay_rate_28d"].fillna(0.2))
 
 

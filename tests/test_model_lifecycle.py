@@ -6,7 +6,6 @@ function (Jan 1 .. Mar 20, 2013), a real MLflow store (embedded SQLite in a tmp 
 about a minute.
 """
 
-import datetime as dt
 import hashlib
 import socket
 import subprocess
@@ -21,7 +20,7 @@ import pytest
 import yaml
 
 from ml_assets.factory import build_pipeline_assets
-from ml_assets.feature_functions import PARTITION_COLUMN, get_feature_function
+from ml_assets.feature_functions import PARTITION_COLUMN
 from ml_assets.model_lifecycle import (
     CHALLENGER,
     CHAMPION,
@@ -30,10 +29,10 @@ from ml_assets.model_lifecycle import (
     model_input,
 )
 from ml_assets.pipeline_config import PipelineConfigError, load_pipeline, read_yaml
-from resources.data_sources import DataSourceResource, Window
+from resources.data_sources import DataSourceResource
 from resources.parquet_io import PartitionedParquetIOManager, atomic_write_parquet
 from resources.tracking import MlflowTracking
-from tests.conftest import FLIGHTS_YAML, REPO_ROOT
+from tests.conftest import FLIGHTS_YAML, REPO_ROOT, real_features
 
 FIRST_DAY, LAST_DAY = "2013-01-01", "2013-03-20"
 WINDOWS = {
@@ -65,18 +64,7 @@ def small_pipeline(tmp: Path, **overrides) -> Path:
 def feature_store(tmp_path_factory) -> Path:
     """Real features of FIRST_DAY .. LAST_DAY, one Parquet file per day where the features asset
     keeps them (the features asset itself is tested in test_flights_assets)."""
-    spec = load_pipeline(FLIGHTS_YAML)
-    tz = dt.timezone(dt.timedelta(hours=-5))
-    start = dt.datetime(2012, 12, 1, tzinfo=tz)
-    end = dt.datetime(2013, 3, 21, tzinfo=tz)
-    reader = DataSourceResource(base_dir=str(REPO_ROOT))
-    sources = {
-        name: reader.read(source, name=name, time_column=spec.time_column_for(name),
-                          timezone=spec.partitioning.timezone, window=Window(start, end))
-        for name, source in spec.sources.items()
-    }
-    days = [d.strftime("%Y-%m-%d") for d in pd.date_range(FIRST_DAY, LAST_DAY)]
-    features = get_feature_function(spec.features.function)(sources, days, spec, **spec.features.params)
+    features = real_features(FIRST_DAY, LAST_DAY)
     base = tmp_path_factory.mktemp("store")
     folder = base / "flights" / "features"
     folder.mkdir(parents=True)

@@ -6,7 +6,6 @@ from __future__ import annotations
 import pickle
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -25,8 +24,8 @@ from ml_assets.modeling import (
     train_lightgbm,
     tune_lightgbm,
 )
+from tests.conftest import REPO_ROOT, real_features
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
 NUMERIC = [
     "sched_dep_hour", "sched_dep_minute", "weekday", "distance", "temp", "dewp", "humid",
     "wind_dir", "wind_speed", "wind_gust", "precip", "pressure", "visib", "carrier_delay_rate_7d",
@@ -47,26 +46,9 @@ def real_sample(tmp_path_factory) -> pd.DataFrame:
     """Real features of 2013-06-01 .. 2013-07-05, built from the packaged data with the pipeline's
     own feature function, stored one Parquet file per day as the features asset does, and read back
     with ``load_feature_days``."""
-    import datetime as dt
-    from zoneinfo import ZoneInfo
+    from ml_assets.feature_functions import PARTITION_COLUMN
 
-    from ml_assets.feature_functions import PARTITION_COLUMN, get_feature_function
-    from ml_assets.pipeline_config import PIPELINES_DIR, load_pipeline
-    from resources.data_sources import DataSourceResource, Window
-
-    spec = load_pipeline(PIPELINES_DIR / "flights.yaml")
-    tz = ZoneInfo(spec.partitioning.timezone)
-    start = dt.datetime(2013, 6, 1, tzinfo=tz)
-    end = dt.datetime(2013, 7, 6, tzinfo=tz)
-    reader = DataSourceResource(base_dir=str(REPO_ROOT))
-    history = Window(start - dt.timedelta(days=spec.features.history_days), end)
-    sources = {
-        name: reader.read(source, name=name, time_column=spec.time_column_for(name),
-                          timezone=spec.partitioning.timezone, window=history if name == "flights" else Window(start, end))
-        for name, source in spec.sources.items()
-    }
-    days = [(start + dt.timedelta(days=i)).strftime("%Y-%m-%d") for i in range((end - start).days)]
-    features = get_feature_function(spec.features.function)(sources, days, spec, **spec.features.params)
+    features = real_features("2013-06-01", "2013-07-05")
     folder = tmp_path_factory.mktemp("features")
     for day, part in features.groupby(PARTITION_COLUMN):
         part.to_parquet(folder / f"{day}.parquet", index=False)
