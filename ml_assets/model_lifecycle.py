@@ -130,6 +130,16 @@ class TrainingSetConfig(dg.Config):
     end: str | None = None  # last test day of the rolling windows (ISO date); default the last feature day
 
 
+def rolling_run_config(spec: PipelineSpec, end: str | None = None) -> dict[str, Any]:
+    """Run config of ``<name>_training_job`` that trains on the rolling windows (ending on ``end``,
+    default the last feature day): what the weekly schedule and the drift sensor launch."""
+    config: dict[str, Any] = {"mode": "rolling"}
+    if end is not None:
+        config["end"] = end
+    step = "__".join(asset_key(spec, "training_set").path)
+    return {"ops": {step: {"config": config}}}
+
+
 def resolve_windows(
     spec: PipelineSpec, available_days: list[str], mode: str | None = None, end: str | None = None
 ) -> dict[str, tuple[str, str]]:

@@ -18,7 +18,8 @@ from ml_assets.pipeline_config import PIPELINES_DIR, load_pipeline, tabular_pipe
 def build_schedules(spec, daily_job) -> list:
     """The daily schedule of ``daily_job`` (the day before each tick: its partition) and the weekly
     retraining schedule of ``<name>_training_job`` on rolling windows."""
-    from ml_assets.model_lifecycle import asset_key
+    from ml_assets.model_lifecycle import rolling_run_config
+    from sensors.drift import PIPELINE_TAG, TRIGGER_TAG
 
     schedules = spec.monitoring.schedules
     timezone = spec.partitioning.timezone
@@ -34,14 +35,13 @@ def build_schedules(spec, daily_job) -> list:
             f" {daily_job.name} (ingest, validation, features, predictions, drift)."
         ),
     )
-    training_step = "__".join(asset_key(spec, "training_set").path)
     weekly = dg.ScheduleDefinition(
         name=f"{spec.name}_weekly_retrain_schedule",
         cron_schedule=schedules.weekly_retrain,
         execution_timezone=timezone,
         job_name=f"{spec.name}_training_job",
-        run_config={"ops": {training_step: {"config": {"mode": "rolling"}}}},
-        tags={"ml_platform/trigger": "schedule", "ml_platform/pipeline": spec.name},
+        run_config=rolling_run_config(spec),
+        tags={TRIGGER_TAG: "schedule", PIPELINE_TAG: spec.name},
         default_status=dg.DefaultScheduleStatus.STOPPED,
         description=(
             f"Weekly ({schedules.weekly_retrain}, {timezone}): retrain on the rolling windows ending on the"

@@ -16,7 +16,7 @@ from typing import Any
 
 import dagster as dg
 
-from ml_assets.model_lifecycle import asset_key
+from ml_assets.model_lifecycle import asset_key, rolling_run_config
 from ml_assets.pipeline_config import PipelineSpec
 
 TRIGGER_TAG = "ml_platform/trigger"
@@ -73,7 +73,6 @@ def build_drift_sensor(spec: PipelineSpec) -> dg.SensorDefinition:
     retrain = spec.monitoring.retrain
     drift_key = asset_key(spec, "drift_report")
     job_name = f"{spec.name}_training_job"
-    training_set_step = "__".join(asset_key(spec, "training_set").path)
 
     @dg.sensor(
         name=f"{spec.name}_drift_retrain_sensor",
@@ -130,7 +129,7 @@ def build_drift_sensor(spec: PipelineSpec) -> dg.SensorDefinition:
         )
         return dg.RunRequest(
             run_key=f"drift-retrain:{spec.name}:{','.join(alarms)}",
-            run_config={"ops": {training_set_step: {"config": {"mode": "rolling", "end": newest}}}},
+            run_config=rolling_run_config(spec, end=newest),
             tags={TRIGGER_TAG: DRIFT_TRIGGER, PIPELINE_TAG: spec.name, REASON_TAG: reason[:4000]},
         )
 
