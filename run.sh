@@ -3,7 +3,7 @@
 # exactly the locked dependencies (torch 2.13.0 CPU first), and reuse it afterwards.
 #
 #   ./run.sh main    materialize the whole asset graph on the embedded defaults, then say where to look
-#   ./run.sh test    install the test extras and run the test suite (extra args go to pytest)
+#   ./run.sh test    install the test extras, check the import contracts, run the test suite (args go to pytest)
 #   ./run.sh dev     start the Dagster UI (dagster dev) on 127.0.0.1:3000
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")"
@@ -52,6 +52,8 @@ case "$command" in
     ;;
   test)
     install
+    # Imports go one way (contracts in pyproject.toml), then the suite.
+    .venv/bin/lint-imports --no-cache
     exec .venv/bin/python -m pytest "$@"
     ;;
   dev)

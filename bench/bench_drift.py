@@ -59,7 +59,7 @@ import json, pickle, sys
 from pathlib import Path
 import pandas as pd, yaml
 sys.path.insert(0, sys.argv[1])
-from ml_assets.drift import DriftColumns, build_reference
+from ml_assets.monitoring.drift import DriftColumns, build_reference
 spec = yaml.safe_load(Path(sys.argv[1], "pipelines", "flights.yaml").read_text())
 key = list(spec["sources"][spec["features"]["primary_source"]]["entity_key"])
 score = f"{spec['target']['name']}_score"
@@ -106,7 +106,7 @@ from dataclasses import replace
 from pathlib import Path
 import pandas as pd, psutil
 sys.path.insert(0, sys.argv[1])
-from ml_assets.drift import DriftConfig, compute_drift
+from ml_assets.monitoring.drift import DriftConfig, compute_drift
 key = ["year", "month", "day", "carrier", "flight", "origin"]
 with open(sys.argv[2], "rb") as fh:
     reference = pickle.load(fh)

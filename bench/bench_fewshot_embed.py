@@ -1,7 +1,7 @@
 """Benchmark: the few-shot embedding path against a plain sentence-transformers encode, in one run.
 
 1. plain:  ``SentenceTransformer.encode`` of the 4000 training reviews (batch 32, normalized).
-2. asset:  ``ml_assets.fewshot.sync_embeddings`` (what ``fewshot/example_embeddings`` runs: validate,
+2. asset:  ``ml_assets.fewshot.store.sync_embeddings`` (what ``fewshot/example_embeddings`` runs: validate,
            hash, diff against the store, embed with progress logging, upsert) into a fresh local
            Qdrant store. Same model object, same batch size. Target: asset / plain <= 1.05.
 3. 1% changed (40 reviews edited): target <= 5% of the full asset run; nothing changed: embeds 0.
@@ -27,14 +27,17 @@ from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
+sys.path.insert(0, str(REPO_ROOT / "bench"))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 import numpy as np  # noqa: E402
 
-from ml_assets.fewshot import majority_vote, read_examples, selection_latency, sync_embeddings  # noqa: E402
-from ml_assets.fewshot_config import load_fewshot_spec  # noqa: E402
-from ml_assets.fewshot_selection import SelectionParams  # noqa: E402
+from harness import fewshot_latency_variants  # noqa: E402
+from ml_assets.config import load_fewshot_spec  # noqa: E402
+from ml_assets.fewshot.evaluation import majority_vote, selection_latency  # noqa: E402
+from ml_assets.fewshot.examples import read_examples  # noqa: E402
+from ml_assets.fewshot.store import embedder_settings, sync_embeddings  # noqa: E402
 from resources.embedder import SentenceTransformerEmbedder  # noqa: E402
 from resources.vector_store import QdrantVectorStore  # noqa: E402
 
@@ -70,9 +73,7 @@ def main() -> None:
     words = np.array([len(t.split()) for t in texts])
     log(f"{len(texts)} reviews, median {np.median(words):.0f} words, p95 {np.percentile(words, 95):.0f}")
 
-    embedder = SentenceTransformerEmbedder(
-        model_path=spec.embedding.model_path, model_name=spec.embedding.model_name, batch_size=spec.embedding.batch_size
-    )
+    embedder = SentenceTransformerEmbedder(**{**embedder_settings(spec), "precision": "fp32"})
     model = embedder.model()
     model.encode(texts[:64], batch_size=embedder.batch_size, normalize_embeddings=True)  # warm-up
     results: dict = {"reviews": len(texts), "batch_size": embedder.batch_size, "torch_threads": None}
@@ -143,12 +144,7 @@ def main() -> None:
         holdout = read_examples(spec, "holdout", args.queries)
         queries = embedder.embed([t.strip() for t in holdout["text"]])
         latency = {}
-        variants = {
-            "top4": SelectionParams(k=4),
-            "top4_label_filter": SelectionParams(k=4, label="other"),
-            "top4_balanced": SelectionParams(k=4, balance_labels=True),
-            "top4_mmr": SelectionParams(k=4, mmr_lambda=0.7),
-        }
+        variants = fewshot_latency_variants()
         with store.open() as client:
             latency = selection_latency(store, client, collection, queries, variants, spec.labels)
         for name, value in latency.items():
@@ -158,10 +154,7 @@ def main() -> None:
         if args.int8:
             truth = holdout["label"].tolist()
             fp32_agree, fp32_vote = evaluate(store, collection, queries, truth)
-            int8 = SentenceTransformerEmbedder(
-                model_path=spec.embedding.model_path, model_name=spec.embedding.model_name,
-                batch_size=spec.embedding.batch_size, precision="int8",
-            )
+            int8 = SentenceTransformerEmbedder(**{**embedder_settings(spec), "precision": "int8"})
             int8.model().encode(texts[:64], batch_size=32, normalize_embeddings=True)
             log("int8 encode ...")
             t0 = time.perf_counter()

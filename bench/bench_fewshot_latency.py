@@ -16,6 +16,7 @@ from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
+sys.path.insert(0, str(REPO_ROOT / "bench"))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
@@ -23,10 +24,11 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 def main() -> None:
     import numpy as np
 
-    from ml_assets.fewshot import percentile_ms, read_examples, selection_latency
-    from ml_assets.fewshot_config import load_fewshot_spec
-    from ml_assets.fewshot_selection import SelectionParams
-    from resources import data_dir
+    from ml_assets.config import data_dir, load_fewshot_spec
+    from ml_assets.fewshot.evaluation import percentile_ms, selection_latency
+    from ml_assets.fewshot.examples import read_examples
+    from harness import fewshot_latency_variants
+    from ml_assets.fewshot.store import embedder_settings
     from resources.embedder import SentenceTransformerEmbedder
     from resources.vector_store import QdrantVectorStore
 
@@ -34,18 +36,12 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=200)
     args = parser.parse_args()
     spec = load_fewshot_spec()
-    embedder = SentenceTransformerEmbedder(model_path=spec.embedding.model_path,
-                                           model_name=spec.embedding.model_name)
+    embedder = SentenceTransformerEmbedder(**embedder_settings(spec))
     store = QdrantVectorStore(path=str(data_dir() / "qdrant"), lock_timeout_seconds=0)
     collection = spec.collection_name(embedder.name)
     holdout = read_examples(spec, "holdout", args.queries)
     queries = embedder.embed([t.strip() for t in holdout["text"]])
-    variants = {
-        "top4": SelectionParams(k=4),
-        "top4_label_filter": SelectionParams(k=4, label="other"),
-        "top4_balanced": SelectionParams(k=4, balance_labels=True),
-        "top4_mmr": SelectionParams(k=4, mmr_lambda=0.7),
-    }
+    variants = fewshot_latency_variants()
     with store.open() as client:
         points = client.scroll(collection, limit=100_000, with_vectors=True)[0]
         matrix = np.array([p.vector for p in points], dtype=np.float32)

@@ -13,9 +13,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import dagster as dg  # noqa: E402
 
-from ml_assets import build_tabular_defs  # noqa: E402
-from ml_assets.fewshot import build_fewshot_defs  # noqa: E402
-from resources import build_resource_defs  # noqa: E402
+from ml_assets import build_asset_defs, load_tabular_pipelines, resource_settings  # noqa: E402
+from resources import build_resources  # noqa: E402
 from sensors import build_automation_defs  # noqa: E402
 
 variant = os.environ.get("BENCH_EXECUTOR", "inprocess")
@@ -26,7 +25,8 @@ else:
         "preload_modules": ["dagster", "pandas", "pyarrow", "lightgbm", "sklearn", "mlflow", "matplotlib",
                             "ml_assets", "resources"]}}})
 
+pipelines = load_tabular_pipelines()
 defs = dg.Definitions.merge(
-    build_tabular_defs(), build_fewshot_defs(), build_automation_defs(), build_resource_defs(),
-    dg.Definitions(executor=executor),
+    build_asset_defs(pipelines), build_automation_defs(pipelines),
+    dg.Definitions(resources=build_resources(**resource_settings(pipelines)), executor=executor),
 )

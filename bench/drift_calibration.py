@@ -1,4 +1,4 @@
-"""Calibration of ml_assets.drift on the real 2013 partitions (reads .data/assets/flights, never writes).
+"""Calibration of ml_assets.monitoring.drift on the real 2013 partitions (reads .data/assets/flights, never writes).
 
 Reference: a 20,000-row sample of the training window 2013-01-01..2013-08-31 (features joined with
 the model's scores). Every day of 2013 is compared with it using the default DriftConfig; then
@@ -75,7 +75,7 @@ def main() -> None:
 
     import pandas as pd
 
-    from ml_assets.drift import DriftColumns, DriftConfig, build_reference, compute_drift, render_html
+    from ml_assets.monitoring.drift import DriftColumns, DriftConfig, build_reference, compute_drift, render_html
 
     t0 = time.perf_counter()
     days = sorted(p.stem for p in (base / "features").glob("2013-*.parquet"))

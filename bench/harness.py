@@ -50,3 +50,15 @@ def helper(code: str, env: dict[str, str], *args: str) -> str:
 
 def base_env() -> dict[str, str]:
     return dict(os.environ, HF_HUB_OFFLINE="1", GX_ANALYTICS_ENABLED="false", PYTHONUNBUFFERED="1")
+
+
+def fewshot_latency_variants() -> dict:
+    """The selections whose retrieval latency the few-shot benchmarks time."""
+    from ml_assets.fewshot.selection import SelectionParams
+
+    return {
+        "top4": SelectionParams(k=4),
+        "top4_label_filter": SelectionParams(k=4, label="other"),
+        "top4_balanced": SelectionParams(k=4, balance_labels=True),
+        "top4_mmr": SelectionParams(k=4, mmr_lambda=0.7),
+    }

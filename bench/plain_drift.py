@@ -3,7 +3,7 @@
     .venv/bin/python bench/plain_drift.py FEATURES_DIR PREDICTIONS_DIR REFERENCE_PKL OUT_DIR [--html alarms|never]
 
 The same work as the Dagster ``flights/drift_report`` asset over 2013-01-01..2013-12-31: read the 365
-daily feature and prediction files, join the scores on the entity key, ``ml_assets.drift.compute_drift``
+daily feature and prediction files, join the scores on the entity key, ``ml_assets.monitoring.drift.compute_drift``
 per day against the reference (the pickled ``Reference`` given, the same object the Dagster side
 loads) with the YAML's ``DriftConfig`` (``monitoring.drift`` of pipelines/flights.yaml, absent keys
 keep the calibrated defaults), one Parquet file of per-column scores per day, and the Evidently HTML
@@ -38,7 +38,7 @@ def main() -> None:
     import pandas as pd
     import yaml
 
-    from ml_assets.drift import DriftColumns, DriftConfig, compute_drift, render_html  # noqa: F401
+    from ml_assets.monitoring.drift import DriftColumns, DriftConfig, compute_drift, render_html  # noqa: F401
 
     spec = yaml.safe_load((REPO_ROOT / "pipelines" / "flights.yaml").read_text())
     settings = dict(spec["monitoring"]["drift"])

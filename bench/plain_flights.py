@@ -17,10 +17,12 @@ def main(out_dir: Path) -> None:
     import datetime as dt
     from zoneinfo import ZoneInfo
 
-    from ml_assets.factory import daily_partitions
-    from ml_assets.feature_functions import PARTITION_COLUMN, get_feature_function
-    from ml_assets.pipeline_config import PIPELINES_DIR, load_pipeline
-    from ml_assets.validation import validate_frame
+    from ml_assets.config import PIPELINES_DIR, load_pipeline
+    from ml_assets.config.tabular import PARTITION_COLUMN
+    from ml_assets.features.functions import get_feature_function
+    from ml_assets.ingest.assets import daily_partitions
+    from ml_assets.ingest.sources import describe_source, read_source
+    from ml_assets.ingest.validation import validate_frame
     from resources.data_sources import DataSourceResource, Window, local_days
     from resources.parquet_io import atomic_write_parquet
 
@@ -34,9 +36,9 @@ def main(out_dir: Path) -> None:
     frames = {}
     for name, source in spec.sources.items():
         time_column = spec.time_column_for(name)
-        frame = reader.read(source, name=name, time_column=time_column, timezone=tz, window=window)
+        frame = read_source(reader, source, name=name, time_column=time_column, timezone=tz, window=window)
         checked = frame.assign(**{PARTITION_COLUMN: local_days(frame[time_column], tz)})
-        outcomes = validate_frame(checked, source.validation, source.entity_key, reader.describe(source),
+        outcomes = validate_frame(checked, source.validation, source.entity_key, describe_source(reader, source),
                                   partition_column=PARTITION_COLUMN, expected_partitions=days)
         blocking = [o for o in outcomes.values() if not o.passed and o.severity == "ERROR"]
         if blocking:
@@ -46,6 +48,8 @@ def main(out_dir: Path) -> None:
             part = frame.loc[groups[day]] if day in groups else frame.iloc[0:0]
             atomic_write_parquet(part.reset_index(drop=True), out_dir / f"raw_{name}" / f"{day}.parquet")
         frames[name] = frame
+    import ml_assets.features  # noqa: F401  (registers the feature functions)
+
     features = get_feature_function(spec.features.function)(frames, days, spec, **spec.features.params)
     for day, part in features.groupby(PARTITION_COLUMN):
         atomic_write_parquet(part.reset_index(drop=True), out_dir / "features" / f"{day}.parquet")

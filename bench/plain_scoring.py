@@ -6,9 +6,8 @@
 Same rows and same output as the Dagster ``flights/predictions`` asset over 2013-01-01..2013-12-31:
 every row of the 365 daily feature files (cancelled flights too), ``delayed_score``,
 ``delayed_predicted`` and ``model_version`` next to the entity key and the day, one Parquet file per
-day. The repository is put on ``sys.path`` because the logged pyfunc unpickles
-``ml_assets.modeling.ModelBundle`` (the model is logged without ``code_paths``). Not done here: the
-per-day Dagster metadata (mean score per day, unseen-category counts, rows with missing numerics).
+day. The registered model is a self-contained MLflow pyfunc, so nothing of the project is imported
+here. Not done here: the per-day Dagster metadata (mean score per day, unseen-category counts, rows with missing numerics).
 """
 
 import json
@@ -17,7 +16,6 @@ import time
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO_ROOT))
 DATE = "partition_date"
 NAME = "flights_delay"
 

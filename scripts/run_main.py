@@ -168,34 +168,42 @@ def summary() -> str:
     return "\n".join(lines)
 
 
+def latest_check_evaluations(instance) -> dict:
+    """The newest evaluation of each (asset check, partition), read run by run through the
+    instance's run records and each run's event records (a range run evaluates a check once for the
+    whole range, with no partition)."""
+    import dagster as dg
+
+    latest: dict = {}
+    for run in instance.get_run_records(order_by="create_timestamp", ascending=True):
+        connection = instance.get_records_for_run(
+            run.dagster_run.run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION
+        )
+        for record in connection.records:
+            evaluation = record.event_log_entry.dagster_event.event_specific_data
+            latest[(evaluation.asset_check_key, evaluation.partition)] = evaluation
+    return latest
+
+
 def failed_checks(instance, graph) -> list[str]:
-    """One line per asset check whose latest evaluation failed: severity and the check's description.
-
-    A range run evaluates a check once for the whole range (its description names the failing days);
-    a single-partition run evaluates it for that partition."""
-    from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus
-
+    """One line per asset check whose latest evaluation failed: severity and the check's description."""
     lines = []
-    for check_key in sorted(graph.asset_check_keys, key=lambda k: (k.asset_key.to_user_string(), k.name)):
-        latest: dict = {}  # partition (None for a range or unpartitioned run) -> newest record
-        for record in instance.event_log_storage.get_asset_check_execution_history(check_key, limit=1_000):
-            latest.setdefault(record.partition, record)
-        for partition, record in sorted(latest.items(), key=lambda item: item[0] or ""):
-            if record.status != AssetCheckExecutionRecordStatus.FAILED or record.event is None:
-                continue
-            evaluation = record.event.dagster_event.event_specific_data
-            severity = getattr(evaluation.severity, "value", str(evaluation.severity))
-            text = " ".join((evaluation.description or "failed").split())
-            text = text if len(text) <= 150 else text[:147] + "..."
-            where = f" [{partition}]" if partition else ""
-            lines.append(f"    {check_key.asset_key.to_user_string()}{where} {check_key.name} ({severity}): {text}")
+    wanted = set(graph.asset_check_keys)
+    latest = latest_check_evaluations(instance)
+    for (check_key, partition), evaluation in sorted(
+        latest.items(), key=lambda item: (item[0][0].asset_key.to_user_string(), item[0][0].name, item[0][1] or "")
+    ):
+        if check_key not in wanted or evaluation.passed:
+            continue
+        severity = getattr(evaluation.severity, "value", str(evaluation.severity))
+        text = " ".join((evaluation.description or "failed").split())
+        text = text if len(text) <= 150 else text[:147] + "..."
+        where = f" [{partition}]" if partition else ""
+        lines.append(f"    {check_key.asset_key.to_user_string()}{where} {check_key.name} ({severity}): {text}")
     return lines
 
 
 def main() -> None:
-    import warnings
-
-    warnings.filterwarnings("ignore", category=Warning, module="dagster")
     started = time.monotonic()
     home = Path(os.environ.setdefault("DAGSTER_HOME", str(REPO_ROOT / "dagster_home")))
     log_dir = home / "logs"
@@ -207,7 +215,7 @@ def main() -> None:
     for stage in stages:
         run_stage(stage, log_dir)
     print(summary())
-    from resources import data_dir
+    from ml_assets.config.paths import data_dir
 
     total = time.monotonic() - started
     print(f"""

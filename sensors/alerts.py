@@ -4,9 +4,10 @@ Each tick it reads what happened since its cursor and turns it into notifier obs
 dedupe key per thing that can fail:
 
 * every asset check of the code location (blocking quality checks, the drift checks, the model
-  gate): ``check:<asset>:<check>``, failing when the evaluation did not pass;
-* freshness state changes written by Dagster's freshness daemon: ``freshness:<asset>``, failing
-  on ``FAIL``, recovered on ``PASS``;
+  gate): ``check:<asset>:<check>``, failing when the evaluation did not pass (read from the
+  instance's ``ASSET_CHECK_EVALUATION`` event records);
+* the freshness state Dagster's freshness daemon records for each asset with a freshness policy:
+  ``freshness:<asset>``, failing on ``FAIL``, recovered on ``PASS``;
 * runs: ``run:<job>``, failing on a run failure, recovered by the job's next success.
 
 The notifier (``resources.notifier``) fires on state changes only (pass to fail, and recovery),
@@ -21,41 +22,55 @@ from typing import Any
 
 import dagster as dg
 
-from resources.notifier import Notifier, Observation, empty_state
+from resources.alert_policy import Observation, empty_state
+from resources.notifier import Notifier
 
+FIRST_TICK_HOURS = 24  # how far back the first tick reads check evaluations
+RECHECK_SECONDS = 60  # runs updated this long before the newest seen are read again (with their cursor)
 RUN_EVENTS = (dg.DagsterEventType.RUN_FAILURE, dg.DagsterEventType.RUN_SUCCESS)
-HISTORY_LIMIT = 100  # check executions read per check and tick
 
 
-def _check_observations(instance: dg.DagsterInstance, check_keys, seen: dict[str, int]) -> list[Observation]:
-    from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus
-
+def check_observations(instance: dg.DagsterInstance, check_keys, state: dict[str, Any]) -> list[Observation]:
+    """Asset check evaluations of ``check_keys`` recorded since the last tick, read run by run:
+    runs updated since ``state["check_runs_since"]`` (the public run records), and in each the
+    ``ASSET_CHECK_EVALUATION`` events after that run's own event cursor (``state["check_runs"]``).
+    Works alike on SQLite (events sharded by run) and PostgreSQL storage."""
+    wanted = set(check_keys)
+    since = state.get("check_runs_since")
+    if since is None:  # first tick: the last day's runs, not the whole history
+        since = dt.datetime.now(dt.timezone.utc).timestamp() - FIRST_TICK_HOURS * 3600
+    cursors: dict[str, list] = state.get("check_runs", {})  # run id -> [event cursor, update timestamp]
+    updated_after = dt.datetime.fromtimestamp(since - RECHECK_SECONDS, dt.timezone.utc)
+    runs = instance.get_run_records(filters=dg.RunsFilter(updated_after=updated_after),
+                                    order_by="update_timestamp", ascending=True)
     observations = []
-    for check_key in sorted(check_keys, key=lambda k: k.to_user_string()):
-        name = check_key.to_user_string()
-        last = seen.get(name, 0)
-        history = instance.event_log_storage.get_asset_check_execution_history(check_key, limit=HISTORY_LIMIT)
-        new = sorted((r for r in history if r.id > last), key=lambda r: r.id)
-        for record in new:
-            seen[name] = max(seen.get(name, 0), record.id)
-            if record.status == AssetCheckExecutionRecordStatus.PLANNED or record.event is None:
+    for run in runs:
+        run_id = run.dagster_run.run_id
+        connection = instance.get_records_for_run(
+            run_id, cursor=cursors.get(run_id, [None])[0], of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION
+        )
+        cursors[run_id] = [connection.cursor, run.update_timestamp.timestamp()]
+        for record in connection.records:
+            evaluation = record.event_log_entry.dagster_event.event_specific_data
+            if not isinstance(evaluation, dg.AssetCheckEvaluation) or evaluation.asset_check_key not in wanted:
                 continue
-            evaluation = record.event.dagster_event.event_specific_data
-            if not hasattr(evaluation, "passed"):
-                continue
-            asset = check_key.asset_key.to_user_string()
+            asset = evaluation.asset_key.to_user_string()
             blocking = evaluation.severity == dg.AssetCheckSeverity.ERROR
-            description = evaluation.description or ""
-            where = f" (partition {record.partition})" if getattr(record, "partition", None) else ""
+            where = f" (partition {evaluation.partition})" if evaluation.partition else ""
             observations.append(Observation(
-                key=f"check:{asset}:{check_key.name}",
+                key=f"check:{asset}:{evaluation.check_name}",
                 ok=bool(evaluation.passed),
-                title=f"{'Check' if blocking else 'Warning check'} {check_key.name} on {asset}"
+                title=f"{'Check' if blocking else 'Warning check'} {evaluation.check_name} on {asset}"
                       f" {'passed' if evaluation.passed else 'failed'}{where}",
-                body=f"{description}\nrun {record.run_id}",
+                body=f"{evaluation.description or ''}\nrun {run_id}",
                 severity="failure" if blocking else "warning",
-                event_id=f"check-execution:{record.id}",
+                event_id=f"check-evaluation:{run_id}:{record.storage_id}",
             ))
+        since = max(since, run.update_timestamp.timestamp())
+    state["check_runs_since"] = since
+    # runs updated within RECHECK_SECONDS of the newest are read again (same-instant updates): keep
+    # their cursors so nothing is read twice; older ones are done
+    state["check_runs"] = {r: c for r, c in cursors.items() if c[1] >= since - 2 * RECHECK_SECONDS}
     return observations
 
 
@@ -85,45 +100,38 @@ def _run_observations(instance: dg.DagsterInstance, cursors: dict[str, str | Non
     return [o for _, o in sorted(observations, key=lambda pair: pair[0])]
 
 
-def _freshness_observations(instance: dg.DagsterInstance, state: dict[str, Any]) -> list[Observation]:
-    records = instance.get_event_records(
-        dg.EventRecordsFilter(
-            event_type=dg.DagsterEventType.FRESHNESS_STATE_CHANGE, after_cursor=state.get("freshness", 0)
-        ),
-        limit=1000,
-        ascending=True,
-    )
+def freshness_observations(instance: dg.DagsterInstance, asset_keys) -> list[Observation]:
+    """The freshness state Dagster's freshness daemon last recorded for each of ``asset_keys``; an
+    unchanged state has the same event id, so the notifier sees each change once."""
     observations = []
-    for record in records:
-        state["freshness"] = max(state.get("freshness", 0), record.storage_id)
-        change = record.event_log_entry.dagster_event.event_specific_data
-        new_state = str(getattr(change.new_state, "value", change.new_state))
-        if new_state not in ("PASS", "WARN", "FAIL"):
+    records = instance.get_freshness_state_records(list(asset_keys)) if asset_keys else {}
+    for key, record in sorted(records.items(), key=lambda item: item[0].to_user_string()):
+        state = str(getattr(record.freshness_state, "value", record.freshness_state))
+        if state not in ("PASS", "WARN", "FAIL"):
             continue
-        asset = change.key.to_user_string()
+        asset = key.to_user_string()
         observations.append(Observation(
             key=f"freshness:{asset}",
-            ok=new_state == "PASS",
-            title=f"{asset} is {'fresh again' if new_state == 'PASS' else 'overdue' if new_state == 'FAIL' else 'almost overdue'}",
-            body=f"freshness state {getattr(change.previous_state, 'value', change.previous_state)} -> {new_state}",
-            severity="failure" if new_state == "FAIL" else "warning" if new_state == "WARN" else "success",
-            event_id=f"freshness-event:{record.storage_id}",
+            ok=state == "PASS",
+            title=f"{asset} is {'fresh again' if state == 'PASS' else 'overdue' if state == 'FAIL' else 'almost overdue'}",
+            body=f"freshness state {state} since {record.updated_at:%Y-%m-%d %H:%M} UTC",
+            severity="failure" if state == "FAIL" else "warning" if state == "WARN" else "success",
+            event_id=f"freshness:{asset}:{record.updated_at.isoformat()}",
         ))
     return observations
 
 
 def evaluate_alerts(
-    instance: dg.DagsterInstance, check_keys, notifier: Notifier, cursor: str | None, now: dt.datetime | None = None
+    instance: dg.DagsterInstance, check_keys, notifier: Notifier, cursor: str | None, now: dt.datetime | None = None,
+    freshness_keys=(),
 ) -> tuple[str, list[Any], list[dict]]:
     """One tick: read new events, decide, deliver. Returns the new cursor, the alerts and deliveries."""
     state = json.loads(cursor) if cursor else {}
-    state.setdefault("checks", {})
     state.setdefault("runs", {})
-    state.setdefault("freshness", 0)
     state.setdefault("alerts", empty_state())
     observations = [
-        *_check_observations(instance, check_keys, state["checks"]),
-        *_freshness_observations(instance, state),
+        *check_observations(instance, check_keys, state),
+        *freshness_observations(instance, freshness_keys),
         *_run_observations(instance, state["runs"]),
     ]
     state["alerts"], alerts, deliveries = notifier.observe(
@@ -143,8 +151,12 @@ def build_alerts_sensor(interval_seconds: int = 60) -> dg.SensorDefinition:
         ),
     )
     def _alerts(context: dg.SensorEvaluationContext, notifier: Notifier):
-        check_keys = context.repository_def.asset_graph.asset_check_keys if context.repository_def else []
-        cursor, alerts, deliveries = evaluate_alerts(context.instance, check_keys, notifier, context.cursor)
+        graph = context.repository_def.asset_graph if context.repository_def else None
+        check_keys = graph.asset_check_keys if graph else []
+        fresh = [key for key in graph.get_all_asset_keys() if graph.get(key).freshness_policy] if graph else []
+        cursor, alerts, deliveries = evaluate_alerts(
+            context.instance, check_keys, notifier, context.cursor, freshness_keys=fresh
+        )
         context.update_cursor(cursor)
         for delivery in deliveries:
             if not delivery.get("delivered"):

@@ -16,17 +16,14 @@ from typing import Any
 
 import dagster as dg
 
-from ml_assets.model_lifecycle import asset_key, rolling_run_config
-from ml_assets.pipeline_config import PipelineSpec
+from ml_assets.config import PipelineSpec
+from ml_assets.keys import DRIFT_TRIGGER, PIPELINE_TAG, REASON_TAG, TRIGGER_TAG, pipeline_keys
+from ml_assets.training.assets import rolling_run_config
 
-TRIGGER_TAG = "ml_platform/trigger"
-REASON_TAG = "ml_platform/reason"
-PIPELINE_TAG = "ml_platform/pipeline"
-DRIFT_TRIGGER = "drift"
 CURSOR_DAYS = 60  # days of verdicts kept in the cursor
 
 
-def _load_cursor(cursor: str | None) -> dict[str, Any]:
+def load_cursor(cursor: str | None) -> dict[str, Any]:
     if not cursor:
         return {"storage_id": 0, "days": {}}
     return json.loads(cursor)
@@ -71,11 +68,11 @@ def _recent_drift_runs(instance: dg.DagsterInstance, pipeline: str, since: dt.da
 
 def build_drift_sensor(spec: PipelineSpec) -> dg.SensorDefinition:
     retrain = spec.monitoring.retrain
-    drift_key = asset_key(spec, "drift_report")
-    job_name = f"{spec.name}_training_job"
+    keys = pipeline_keys(spec)
+    drift_key, job_name = keys.drift_report, keys.training_job
 
     @dg.sensor(
-        name=f"{spec.name}_drift_retrain_sensor",
+        name=keys.drift_sensor,
         job_name=job_name,
         minimum_interval_seconds=retrain.sensor_interval_seconds,
         default_status=dg.DefaultSensorStatus.STOPPED,
@@ -86,7 +83,7 @@ def build_drift_sensor(spec: PipelineSpec) -> dg.SensorDefinition:
         ),
     )
     def _sensor(context: dg.SensorEvaluationContext):
-        state = _load_cursor(context.cursor)
+        state = load_cursor(context.cursor)
         latest, verdicts = _verdicts(context.instance, drift_key, state["storage_id"])
         state["storage_id"] = latest
         state["days"].update(verdicts)

@@ -1,20 +1,19 @@
-"""Layer 6 and the ways users reach the product, for real: definitions, the `dagster` CLI in a
-subprocess, `dagster-webserver` queried over GraphQL, and the PostgreSQL instance storage."""
+"""The ways users reach the product, for real: the `dagster` CLI in a subprocess, `dagster-webserver`
+and `dagster dev` queried over GraphQL, and the PostgreSQL instance storage (the definitions
+themselves: tests/test_definitions.py)."""
 
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
-import time
 import uuid
 from pathlib import Path
 
 import dagster as dg
 import pytest
 
-from tests.conftest import REPO_ROOT, require_service
+from tests.conftest import FLIGHTS_YAML, REPO_ROOT, free_port, require_service, wait_for_http
 
 DAGSTER = str(Path(sys.executable).parent / "dagster")
 WEBSERVER = str(Path(sys.executable).parent / "dagster-webserver")
@@ -27,33 +26,6 @@ def project_env(tmp_path: Path, home_template: str = "dagster_home/dagster.yaml"
     shutil.copy(REPO_ROOT / home_template, home / "dagster.yaml")
     env = dict(os.environ, DAGSTER_HOME=str(home), ML_DATA_DIR=str(tmp_path / "data"))
     return env
-
-
-def test_definitions_load_and_validate():
-    from definitions import defs
-
-    dg.Definitions.validate_loadable(defs)
-    graph = defs.resolve_asset_graph()
-    keys = {k.to_user_string() for k in graph.get_all_asset_keys()}
-    assert {"flights/raw_flights", "flights/raw_weather", "flights/features"} <= keys
-    for job_name in ["flights_ingest_job"]:
-        assert defs.resolve_job_def(job_name) is not None
-    check_names = {k.name for k in graph.asset_check_keys if k.asset_key.to_user_string() == "flights/raw_flights"}
-    assert check_names == {"schema", "not_null", "ranges", "allowed_values", "unique", "min_rows"}
-    features = graph.get(dg.AssetKey(["flights", "features"]))
-    assert features.parent_keys == {dg.AssetKey(["flights", "raw_flights"]), dg.AssetKey(["flights", "raw_weather"])}
-    assert features.backfill_policy == dg.BackfillPolicy.single_run()
-    assert features.partitions_def.get_num_partitions() == 365
-
-
-def test_code_location_does_not_import_heavy_libraries():
-    code = (
-        "import sys, definitions; heavy = ['pandas', 'great_expectations', 'mlflow', 'torch',"
-        " 'sentence_transformers', 'evidently', 'lightgbm', 'sklearn', 'qdrant_client', 'pyarrow'];"
-        " print(sorted(m for m in heavy if m in sys.modules))"
-    )
-    out = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "[]", out.stdout
 
 
 @pytest.mark.slow
@@ -87,12 +59,6 @@ def test_cli_validate_and_materialize_a_partition(tmp_path):
         instance.dispose()
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("how", ["dagster-webserver -w workspace.yaml", "dagster dev"])
 def test_webserver_lists_every_asset_and_check(tmp_path, how):
@@ -103,7 +69,7 @@ def test_webserver_lists_every_asset_and_check(tmp_path, how):
     from definitions import defs
 
     env = project_env(tmp_path)
-    port = _free_port()
+    port = free_port()
     if how == "dagster dev":
         command = [DAGSTER, "dev", "-h", "127.0.0.1", "-p", str(port)]
     else:
@@ -112,16 +78,7 @@ def test_webserver_lists_every_asset_and_check(tmp_path, how):
                               stderr=subprocess.DEVNULL, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                if requests.get(f"{url}/server_info", timeout=2).ok:
-                    break
-            except requests.ConnectionError:
-                pass
-            assert server.poll() is None, "dagster-webserver exited"
-            assert time.monotonic() < deadline, "dagster-webserver did not start in 120 s"
-            time.sleep(1)
+        wait_for_http(f"{url}/server_info", server, "dagster-webserver")
         query = """{ workspaceOrError { ... on Workspace { locationEntries { name
             locationOrLoadError { __typename ... on PythonError { message }
               ... on RepositoryLocation { repositories { assetNodes { assetKey { path }
@@ -171,22 +128,23 @@ def postgres_database():
 def test_postgres_instance_stores_run_events(tmp_path, monkeypatch, postgres_database):
     import psycopg2
 
-    from ml_assets.factory import build_pipeline_assets
-    from ml_assets.pipeline_config import load_pipeline
-    from resources import build_resource_defs
-    from tests.conftest import FLIGHTS_YAML
+    from ml_assets import build_tabular_pipeline, resource_settings
+    from ml_assets.config import load_pipeline
+    from ml_assets.keys import pipeline_keys
+    from resources import build_resources
 
     env = project_env(tmp_path, "dagster_home/postgres/dagster.yaml")
     for key, value in {"DAGSTER_PG_HOST": "127.0.0.1", "DAGSTER_PG_PORT": "5432",
                        "DAGSTER_PG_USER": "postgres", "DAGSTER_PG_PASSWORD": "unused-with-trust-auth",
                        "DAGSTER_PG_DB": postgres_database, "ML_DATA_DIR": env["ML_DATA_DIR"]}.items():
         monkeypatch.setenv(key, value)
-    weather = build_pipeline_assets(load_pipeline(FLIGHTS_YAML)).assets[1]
+    pipeline = build_tabular_pipeline(load_pipeline(FLIGHTS_YAML), FLIGHTS_YAML)
+    weather = next(a for a in pipeline.definitions.assets if a.key == pipeline_keys(pipeline.spec).raw("weather"))
     instance = dg.DagsterInstance.from_config(env["DAGSTER_HOME"])
     try:
         assert type(instance.run_storage).__name__ == "PostgresRunStorage"
         result = dg.materialize([weather], instance=instance, partition_key="2013-03-08",
-                                resources=build_resource_defs().resources)
+                                resources=build_resources(**resource_settings([pipeline])))
         assert result.success
         run_id = result.run_id
         kinds = {e.dagster_event.event_type for e in instance.all_logs(run_id) if e.is_dagster_event}

@@ -1,0 +1,490 @@
+"""Typed schema and loader of the tabular pipeline YAML files in ``pipelines/``.
+
+A pipeline file declares where the data comes from, how it is partitioned, what the target and the
+features are, which validation rules gate it, and (optionally) the model, evaluation and monitoring
+stages. Every asset of a tabular pipeline is generated from it, so a second pipeline is a new YAML
+file and no code.
+
+Loading is strict (``ml_assets.config.base``): ``yaml.safe_load``, ``${VAR}`` / ``${VAR:-default}``
+substitution in string values, then pydantic models that forbid unknown keys. Every problem is a
+``PipelineConfigError`` naming the file, the key path and what is wrong.
+
+Only the standard library, PyYAML and pydantic are imported here: no Dagster.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import ConfigDict, Field, field_validator, model_validator
+
+from ml_assets.config.base import (
+    IDENTIFIER_PATTERN,
+    Identifier,
+    Strict,
+    read_yaml,
+    validate_file,
+)
+from ml_assets.config.paths import PIPELINES_DIR
+
+#: The column of ISO local dates (``YYYY-MM-DD``) that says which daily partition a row belongs to.
+PARTITION_COLUMN = "partition_date"
+#: The column of the training set that says which window (train, validate, test) a row belongs to.
+SPLIT_COLUMN = "split"
+
+RULE_PATTERN = re.compile(r"^\s*(?P<op>>=|<=|==|!=|>|<)\s*(?P<value>-?\d+(?:\.\d+)?)\s*$")
+
+
+ColumnType = Literal["int", "float", "number", "str", "bool", "datetime"]
+
+
+class RangeRule(Strict):
+    """Inclusive bounds for a numeric column; ``strict_min`` / ``strict_max`` make them exclusive."""
+
+    min: float | None = None
+    max: float | None = None
+    strict_min: bool = False
+    strict_max: bool = False
+
+    @model_validator(mode="after")
+    def _has_a_bound(self) -> RangeRule:
+        if self.min is None and self.max is None:
+            raise ValueError("a range needs at least one of 'min' or 'max'")
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"'min' ({self.min}) is greater than 'max' ({self.max})")
+        return self
+
+
+class ValidationRules(Strict):
+    """Validation rules for one source, turned into a Great Expectations suite.
+
+    Each group of rules becomes one blocking asset check on the raw asset. ``warn_only`` lists groups
+    whose failures are reported with WARN severity and do not stop downstream assets.
+    """
+
+    columns: dict[str, ColumnType] = Field(
+        default_factory=dict, description="Required columns and their types."
+    )
+    not_null: list[str] = Field(default_factory=list, description="Columns that may not be null.")
+    ranges: dict[str, RangeRule] = Field(default_factory=dict, description="Numeric bounds.")
+    allowed_values: dict[str, list[str | int | float]] = Field(
+        default_factory=dict, description="Closed sets of allowed values per column."
+    )
+    unique: list[str] = Field(
+        default_factory=list,
+        description="Columns whose combination is unique per partition (defaults to the entity key).",
+    )
+    min_rows: int = Field(default=1, ge=0, description="Minimum number of rows per partition.")
+    warn_only: list[Literal["schema", "not_null", "ranges", "allowed_values", "unique", "min_rows"]] = (
+        Field(default_factory=list)
+    )
+
+
+class _SourceBase(Strict):
+    description: str = ""
+    time_column: str | None = Field(
+        default=None, description="Overrides the pipeline's partitioning time column for this source."
+    )
+    entity_key: list[str] = Field(default_factory=list)
+    validation: ValidationRules = Field(default_factory=ValidationRules)
+    read_options: dict[str, Any] = Field(
+        default_factory=dict, description="Extra keyword arguments for the pandas/pyarrow reader."
+    )
+
+
+class PackagedSource(_SourceBase):
+    """A CSV file shipped inside an installed Python package (found without importing it)."""
+
+    kind: Literal["packaged"]
+    package: str
+    path: str
+
+
+class FileSource(_SourceBase):
+    """A CSV, Parquet or JSON (records or JSON lines) file on disk; relative paths are from the repo."""
+
+    kind: Literal["csv", "parquet", "json"]
+    path: str
+
+
+class SqlSource(_SourceBase):
+    """A SQL query run through SQLAlchemy; the connection URL is read from an environment variable.
+
+    The query may use ``:start`` and ``:end`` bind parameters for the partition window; otherwise it
+    is wrapped and filtered on the time column.
+    """
+
+    kind: Literal["sql"]
+    query: str
+    connection_env: str = Field(
+        description="Name of the environment variable holding the SQLAlchemy URL (never the URL)."
+    )
+
+    @field_validator("connection_env")
+    @classmethod
+    def _env_name(cls, value: str) -> str:
+        if not IDENTIFIER_PATTERN.match(value):
+            raise ValueError(f"'{value}' is not an environment variable name")
+        return value
+
+
+SourceSpec = Annotated[PackagedSource | FileSource | SqlSource, Field(discriminator="kind")]
+
+
+class Partitioning(Strict):
+    """Daily time partitions over ``[start, end]`` (both inclusive) in ``timezone``."""
+
+    time_column: str
+    freq: Literal["daily"] = "daily"
+    start: dt.date
+    end: dt.date | None = None
+    timezone: str = "UTC"
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Partitioning:
+        if self.end is not None and self.end < self.start:
+            raise ValueError(f"'end' ({self.end}) is before 'start' ({self.start})")
+        return self
+
+
+class Target(Strict):
+    """The label: ``column`` with an optional ``rule`` (``> 15``) that turns it into a binary class."""
+
+    name: str
+    column: str
+    rule: str | None = None
+    task: Literal["classification", "regression"] = "classification"
+
+    @field_validator("rule")
+    @classmethod
+    def _rule_syntax(cls, value: str | None) -> str | None:
+        if value is not None and not RULE_PATTERN.match(value):
+            raise ValueError(
+                f"rule '{value}' must be a comparison with a number, such as '> 15' or '<= 0.5'"
+            )
+        return value
+
+    def parsed_rule(self) -> tuple[str, float] | None:
+        if self.rule is None:
+            return None
+        match = RULE_PATTERN.match(self.rule)
+        assert match is not None  # checked by the validator
+        return match["op"], float(match["value"])
+
+
+class Features(Strict):
+    """Model inputs. ``function`` names a registered feature function (``ml_assets.feature_functions``)."""
+
+    function: str = "passthrough"
+    primary_source: str | None = Field(
+        default=None, description="Source whose rows are the feature rows (default: the first)."
+    )
+    history_days: int = Field(
+        default=0, ge=0, le=366, description="Days of earlier primary-source partitions to load."
+    )
+    context_days: dict[str, int] = Field(
+        default_factory=dict,
+        description=(
+            "Days of earlier partitions to load for other sources, by source name (e.g. weather: 1"
+            " so features over the hours before an early-morning departure can reach the evening"
+            " before)."
+        ),
+    )
+    numeric: list[str] = Field(default_factory=list)
+    categorical: list[str] = Field(default_factory=list)
+    exclude: list[str] = Field(
+        default_factory=list, description="Columns never used as features (leakage, identifiers)."
+    )
+    params: dict[str, Any] = Field(
+        default_factory=dict, description="Keyword arguments for the feature function."
+    )
+
+    @model_validator(mode="after")
+    def _no_leaks(self) -> Features:
+        leaked = sorted(set(self.exclude) & (set(self.numeric) | set(self.categorical)))
+        if leaked:
+            raise ValueError(f"columns listed both as features and in 'exclude': {leaked}")
+        return self
+
+
+class Window(Strict):
+    """Days ``start`` .. ``end``, both inclusive."""
+
+    start: dt.date
+    end: dt.date
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Window:
+        if self.end < self.start:
+            raise ValueError(f"'end' ({self.end}) is before 'start' ({self.start})")
+        return self
+
+
+class RollingWindows(Strict):
+    """Consecutive windows ending on the last feature day (or ``end``): train, validate, test."""
+
+    train_days: int = Field(default=180, ge=7)
+    validate_days: int = Field(default=30, ge=1)
+    test_days: int = Field(default=30, ge=1)
+    end: dt.date | None = Field(
+        default=None, description="Last day of the test window; default the last materialized feature day."
+    )
+
+
+class TrainingWindows(Strict):
+    """Which feature days train, validate (early stopping, tuning, threshold) and test the model.
+
+    ``mode: fixed`` uses the three dated windows; ``mode: rolling`` the last N days (for retraining).
+    The YAML key ``validate`` is the ``validation`` attribute (``validate`` is a pydantic method).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    mode: Literal["fixed", "rolling"] = "fixed"
+    train: Window = Window(start=dt.date(2013, 1, 1), end=dt.date(2013, 8, 31))
+    validation: Window = Field(
+        default=Window(start=dt.date(2013, 9, 1), end=dt.date(2013, 9, 30)), alias="validate"
+    )
+    test: Window = Window(start=dt.date(2013, 10, 1), end=dt.date(2013, 12, 31))
+    rolling: RollingWindows = Field(default_factory=RollingWindows)
+    min_rows: int = Field(
+        default=1000, ge=1, description="Fewest labelled rows a window may have (train, validate, test)."
+    )
+
+    @model_validator(mode="after")
+    def _in_order(self) -> TrainingWindows:
+        if not self.train.end < self.validation.start or not self.validation.end < self.test.start:
+            raise ValueError("train, validate and test windows must be in time order and must not overlap")
+        return self
+
+
+class SearchParam(Strict):
+    """One tuned hyperparameter: ``int`` / ``float`` between ``low`` and ``high``, or ``categorical``."""
+
+    type: Literal["int", "float", "categorical"]
+    low: float | None = None
+    high: float | None = None
+    log: bool = False
+    step: int | None = None
+    choices: list[str | int | float | bool] | None = None
+
+    @model_validator(mode="after")
+    def _complete(self) -> SearchParam:
+        if self.type == "categorical":
+            if not self.choices:
+                raise ValueError("a categorical parameter needs a non-empty 'choices' list")
+            return self
+        if self.low is None or self.high is None:
+            raise ValueError(f"an {self.type} parameter needs 'low' and 'high'")
+        if self.low > self.high:
+            raise ValueError(f"'low' ({self.low}) is greater than 'high' ({self.high})")
+        if self.log and self.low <= 0:
+            raise ValueError("a log scale needs 'low' > 0")
+        return self
+
+
+class Tuning(Strict):
+    """Optuna TPE search: stops after ``n_trials`` or ``timeout_seconds``, whichever comes first."""
+
+    n_trials: int = Field(default=30, ge=0, description="0 turns tuning off (the fixed params are used).")
+    timeout_seconds: float = Field(default=100.0, gt=0)
+    search_space: dict[str, SearchParam] | None = Field(
+        default=None, description="Default: ml_assets.modeling.DEFAULT_SEARCH_SPACE."
+    )
+
+
+class ModelSection(Strict):
+    """The model stage: LightGBM trained on the features, tracked and registered in MLflow."""
+
+    registered_name: Identifier | None = Field(
+        default=None, description="Model name in the MLflow registry; default '<pipeline>_model'."
+    )
+    windows: TrainingWindows = Field(default_factory=TrainingWindows)
+    params: dict[str, Any] = Field(
+        default_factory=dict, description="LightGBM parameters on top of the defaults (tuning overrides)."
+    )
+    tuning: Tuning = Field(default_factory=Tuning)
+    early_stopping_rounds: int = Field(default=50, ge=1)
+    max_boost_rounds: int = Field(default=2000, ge=1)
+    seed: int = 0
+    threads: int = Field(default=2, ge=1, description="LightGBM threads (results depend on it).")
+
+
+class EvaluationSection(Strict):
+    """The promotion gate: quality floor and the paired comparison with the current champion."""
+
+    min_roc_auc: float = Field(
+        default=0.6, ge=0.0, le=1.0, description="Blocking check: a model below it is never promoted."
+    )
+    min_r2: float = Field(default=0.0, le=1.0, description="The same floor for a regression target.")
+    comparison: Literal["paired_bootstrap", "delong", "mcnemar"] = "paired_bootstrap"
+    alpha: float = Field(default=0.05, gt=0.0, lt=1.0)
+    bootstrap_samples: int = Field(default=2000, ge=100)
+    threshold_objective: Literal["f1", "youden"] = Field(
+        default="f1", description="How the decision threshold is chosen on the validation window."
+    )
+
+
+class DriftSettings(Strict):
+    """Drift of the daily features and predictions against the reference (``ml_assets.drift``).
+
+    Every key is optional: an absent key takes the calibrated default of ``ml_assets.drift.DriftConfig``
+    / ``DriftColumns`` (their docstrings give the measurements behind each value).
+    """
+
+    numeric: list[str] | None = Field(default=None, description="Numeric columns compared.")
+    categorical: list[str] | None = Field(default=None, description="Categorical columns compared.")
+    numeric_method: str | None = None
+    categorical_method: str | None = None
+    numeric_threshold: float | None = Field(default=None, gt=0)
+    categorical_threshold: float | None = Field(default=None, gt=0)
+    thresholds: dict[str, float] | None = Field(default=None, description="Per-column thresholds.")
+    share_threshold: float | None = Field(
+        default=None, gt=0, le=1, description="Data drift when at least this share of columns drifted."
+    )
+    prediction_method: str | None = None
+    prediction_threshold: float | None = Field(default=None, gt=0)
+    max_current_rows: int | None = Field(default=None, ge=100, description="Larger days are sampled.")
+    reference_rows: int = Field(default=20_000, ge=100, description="Size of the reference sample.")
+    html: Literal["alarms", "always", "never"] = Field(
+        default="alarms",
+        description=(
+            "When the full Evidently HTML report is rendered: on days that alarm (default), every"
+            " day, or never (metrics only)."
+        ),
+    )
+
+
+class RetrainSettings(Strict):
+    """When drift launches the training job (the drift sensor)."""
+
+    failures: int = Field(default=3, ge=1, description="Drift alarms needed (N) ...")
+    within_days: int = Field(default=7, ge=1, description="... among the last M partition days.")
+    cooldown_hours: float = Field(default=24.0, ge=0, description="No drift retrain within this time of the last.")
+    max_per_week: int = Field(default=2, ge=0, description="Budget: drift retrains per rolling 7 days.")
+    sensor_interval_seconds: int = Field(default=300, ge=30)
+
+
+class FreshnessSettings(Strict):
+    """Daily deadline for raw data and predictions (``dg.FreshnessPolicy.cron``)."""
+
+    deadline_cron: str = Field(default="0 9 * * *", description="Cron in the partitioning timezone.")
+    lower_bound_hours: float = Field(default=24.0, gt=0)
+
+
+class AlertSettings(Strict):
+    """Alert policy of the notifier (URLs come from the ALERT_URLS environment variable)."""
+
+    suppression_minutes: float = Field(default=60.0, ge=0)
+    escalate_after: int = Field(default=3, ge=0, description="0 never escalates.")
+    sensor_interval_seconds: int = Field(default=60, ge=30)
+
+
+class ScheduleSettings(Strict):
+    """When the schedules tick, in the partitioning timezone."""
+
+    daily_at: str = Field(
+        default="06:00",
+        pattern=r"^([01]\d|2[0-3]):[0-5]\d$",
+        description="HH:MM each day (partitioning timezone): yesterday's ingest, features, predictions, drift.",
+    )
+    weekly_retrain: str = Field(default="0 3 * * 1", description="Training job on the rolling windows.")
+
+
+class MonitoringSection(Strict):
+    """Drift reports and checks, drift-triggered retraining, freshness, alerts and schedules."""
+
+    drift: DriftSettings = Field(default_factory=DriftSettings)
+    retrain: RetrainSettings = Field(default_factory=RetrainSettings)
+    freshness: FreshnessSettings = Field(default_factory=FreshnessSettings)
+    alerts: AlertSettings = Field(default_factory=AlertSettings)
+    schedules: ScheduleSettings = Field(default_factory=ScheduleSettings)
+
+
+class PipelineSpec(Strict):
+    """One tabular pipeline: sources, partitioning, target, features and validation."""
+
+    kind: Literal["tabular"] = "tabular"
+    name: Identifier
+    description: str = ""
+    sources: dict[str, SourceSpec]
+    partitioning: Partitioning | None = None
+    target: Target
+    features: Features = Field(default_factory=Features)
+    model: ModelSection | None = Field(
+        default=None, description="Train, track and register a model (needs a 'partitioning' section)."
+    )
+    evaluation: EvaluationSection = Field(default_factory=EvaluationSection)
+    monitoring: MonitoringSection | None = Field(
+        default=None, description="Drift, retraining, freshness, alerts and schedules (needs 'model')."
+    )
+
+    @field_validator("sources")
+    @classmethod
+    def _source_names(cls, value: dict[str, Any]) -> dict[str, Any]:
+        if not value:
+            raise ValueError("at least one source is required")
+        for name in value:
+            if not IDENTIFIER_PATTERN.match(name):
+                raise ValueError(f"source name '{name}' must be an identifier")
+        return value
+
+    @model_validator(mode="after")
+    def _cross_references(self) -> PipelineSpec:
+        primary = self.features.primary_source
+        if primary is not None and primary not in self.sources:
+            raise ValueError(f"features.primary_source '{primary}' is not one of the sources")
+        if self.features.history_days and self.partitioning is None:
+            raise ValueError("features.history_days needs a 'partitioning' section")
+        for source, days in self.features.context_days.items():
+            if source not in self.sources:
+                raise ValueError(f"features.context_days: '{source}' is not one of the sources")
+            if source == self.primary_source:
+                raise ValueError(
+                    f"features.context_days: '{source}' is the primary source; use history_days"
+                )
+            if not 0 <= days <= 366:
+                raise ValueError(f"features.context_days.{source}: {days} is not between 0 and 366")
+            if days and self.partitioning is None:
+                raise ValueError("features.context_days needs a 'partitioning' section")
+        if self.model is not None and self.partitioning is None:
+            raise ValueError("the 'model' section needs a 'partitioning' section (time windows)")
+        if self.monitoring is not None and self.model is None:
+            raise ValueError("the 'monitoring' section needs a 'model' section (it watches its predictions)")
+        return self
+
+    @property
+    def registered_model_name(self) -> str:
+        if self.model is None:
+            raise ValueError(f"pipeline '{self.name}' has no 'model' section")
+        return self.model.registered_name or f"{self.name}_model"
+
+    @property
+    def primary_source(self) -> str:
+        return self.features.primary_source or next(iter(self.sources))
+
+    def time_column_for(self, source: str) -> str | None:
+        if self.partitioning is None:
+            return None
+        return self.sources[source].time_column or self.partitioning.time_column
+
+
+def load_pipeline(file: str | Path) -> PipelineSpec:
+    """Load and validate one pipeline file."""
+    file = Path(file)
+    raw = read_yaml(file)
+    return validate_file(file, raw, PipelineSpec)
+
+
+def tabular_pipeline_files(directory: Path = PIPELINES_DIR) -> list[Path]:
+    """Tabular pipeline files: every ``*.yaml`` in ``pipelines/`` whose ``kind`` is absent or ``tabular``."""
+    files = []
+    for file in sorted(directory.glob("*.yaml")):
+        head = yaml.safe_load(file.read_text(encoding="utf-8")) or {}
+        if isinstance(head, dict) and head.get("kind", "tabular") == "tabular":
+            files.append(file)
+    return files

@@ -1,0 +1,92 @@
+"""Dagster definitions of the features stage: the pipeline's named feature function applied to the
+validated raw data, with the history days it needs arriving through partition mappings."""
+
+import dagster as dg
+
+from ml_assets.config.tabular import PARTITION_COLUMN, PipelineSpec
+from ml_assets.features.functions import get_feature_function
+from ml_assets.keys import pipeline_keys
+from ml_assets.metadata import frame_metadata, partition_keys, per_day_metadata
+
+
+def source_inputs(spec: PipelineSpec, partitions_def: dg.PartitionsDefinition | None) -> dict[str, dg.AssetIn]:
+    """One input per source; the primary source reaches back ``history_days`` partitions and the
+    others their ``context_days``, through ``TimeWindowPartitionMapping``s (real lineage)."""
+    keys = pipeline_keys(spec)
+    ins: dict[str, dg.AssetIn] = {}
+    for source in spec.sources:
+        mapping = None
+        earlier = (
+            spec.features.history_days if source == spec.primary_source
+            else spec.features.context_days.get(source, 0)
+        )
+        if partitions_def is not None and earlier:
+            mapping = dg.TimeWindowPartitionMapping(start_offset=-earlier, allow_nonexistent_upstream_partitions=True)
+        ins[source] = dg.AssetIn(key=keys.raw(source), partition_mapping=mapping)
+    return ins
+
+
+def build_features_asset(spec: PipelineSpec, partitions_def: dg.PartitionsDefinition | None) -> dg.AssetsDefinition:
+    """Model features: the pipeline's named feature function applied to the validated raw data."""
+    feature_fn_name = spec.features.function
+    get_feature_function(feature_fn_name)  # fail at load time on an unknown name
+    primary = spec.primary_source
+    history = (
+        f" For each day, the `{primary}` input also holds the {spec.features.history_days} earlier"
+        " days, so history features use only days before the one being scored."
+        if spec.features.history_days
+        else ""
+    )
+    description = (
+        f"Features of the {spec.name} pipeline, one row per `{primary}` row, from the"
+        f" `{feature_fn_name}` feature function: {len(spec.features.numeric)} numeric and"
+        f" {len(spec.features.categorical)} categorical features plus the target"
+        f" `{spec.target.name}` ({spec.target.column} {spec.target.rule or ''})."
+        f"{history} Leakage columns never used: {', '.join(spec.features.exclude) or 'none'}."
+    )
+
+    @dg.asset(
+        key=pipeline_keys(spec).features,
+        group_name=pipeline_keys(spec).ingest_group,
+        kinds={"pandas", "parquet"},
+        description=description,
+        ins=source_inputs(spec, partitions_def),
+        partitions_def=partitions_def,
+        backfill_policy=dg.BackfillPolicy.single_run() if partitions_def else None,
+        io_manager_key="parquet_io_manager",
+        metadata={"partition_column": PARTITION_COLUMN} if partitions_def else {},
+    )
+    def _features(context: dg.AssetExecutionContext, **sources):
+        from ml_assets.features.functions import mask_out_of_range
+
+        days = partition_keys(context)
+        feature_fn = get_feature_function(feature_fn_name)
+        for name, frame in list(sources.items()):
+            rules = spec.sources[name].validation
+            if "ranges" in rules.warn_only and rules.ranges:
+                sources[name], masked = mask_out_of_range(frame, rules)
+                for column, count in masked.items():
+                    context.log.warning(f"{name}.{column}: {count} value(s) outside the YAML range treated as missing")
+        frame = feature_fn(sources, days, spec, **spec.features.params)
+        label = frame[spec.target.name]
+        days_column = frame[PARTITION_COLUMN] if days else None
+        per_day = {}
+        if spec.target.task == "classification" and days:
+            per_day["positive_rate"] = label.groupby(days_column).mean()
+        per_day_metadata(context, days, days_column, per_day)
+        metadata = {
+            **frame_metadata(frame, preview_columns=[PARTITION_COLUMN, *spec.features.categorical, spec.target.name]),
+            "features": dg.MetadataValue.int(len(spec.features.numeric) + len(spec.features.categorical)),
+            "label_known_rows": dg.MetadataValue.int(int(label.notna().sum())),
+        }
+        if days and len(days) > 1:
+            metadata["run_rows"] = metadata.pop("dagster/row_count")
+            metadata["run_days"] = dg.MetadataValue.int(len(days))
+            metadata["run_label_known_rows"] = metadata.pop("label_known_rows")
+        if spec.target.task == "classification" and label.notna().any():
+            key = "run_positive_rate" if days and len(days) > 1 else "positive_rate"
+            metadata[key] = dg.MetadataValue.float(float(label.mean()))
+        context.log.info(f"built {len(frame)} feature rows for {len(days) if days else 'all'} day(s)")
+        return dg.Output(frame, metadata=metadata)
+
+    return _features

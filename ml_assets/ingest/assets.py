@@ -1,0 +1,150 @@
+"""Dagster definitions of the ingest stage: one raw asset per pipeline source, read for the partition
+window, with one blocking asset check per group of validation rules (``CHECK_GROUPS``).
+
+With a ``partitioning`` section the raw assets are daily-partitioned and backfill as a single run;
+without it they are unpartitioned. pandas and Great Expectations load inside the asset bodies.
+"""
+
+from typing import Any
+
+import dagster as dg
+
+from ml_assets.config.tabular import PARTITION_COLUMN, PipelineSpec
+from ml_assets.ingest.validation import CHECK_DESCRIPTIONS, CHECK_GROUPS, CheckOutcome
+from ml_assets.keys import pipeline_keys
+from ml_assets.metadata import (
+    describe_partitions,
+    partition_keys,
+    partition_window,
+    per_day_metadata,
+    range_metadata,
+)
+from resources.data_sources import DataSourceResource
+
+
+def daily_partitions(spec: PipelineSpec) -> dg.DailyPartitionsDefinition | None:
+    """Daily partitions over ``[start, end]`` (end inclusive) in the pipeline's timezone."""
+    import datetime as dt
+
+    part = spec.partitioning
+    if part is None:
+        return None
+    end = None if part.end is None else (part.end + dt.timedelta(days=1)).isoformat()
+    return dg.DailyPartitionsDefinition(
+        start_date=part.start.isoformat(), end_date=end, timezone=part.timezone, fmt="%Y-%m-%d"
+    )
+
+
+def check_metadata(outcome: CheckOutcome) -> dict[str, Any]:
+    """A validation check's metadata: counts, the table of failed rules and example rows."""
+    return {
+        "expectations_evaluated": dg.MetadataValue.int(outcome.expectations),
+        "failed": dg.MetadataValue.int(len(outcome.failures)),
+        "unexpected_rows": dg.MetadataValue.int(outcome.unexpected_rows),
+        "failures": dg.MetadataValue.md(outcome.failures_markdown()),
+        "examples": dg.MetadataValue.json(outcome.examples()),
+    }
+
+
+def build_raw_asset(
+    spec: PipelineSpec, source: str, partitions_def: dg.PartitionsDefinition | None
+) -> dg.AssetsDefinition:
+    """Raw data for one source, read for the partition window, with blocking validation checks."""
+    source_spec = spec.sources[source]
+    key = pipeline_keys(spec).raw(source)
+    time_column = spec.time_column_for(source)
+    timezone = spec.partitioning.timezone if spec.partitioning else "UTC"
+    metadata: dict[str, Any] = {"source_kind": source_spec.kind}
+    if partitions_def is not None and time_column:
+        metadata |= {"partition_time_column": time_column, "partition_timezone": timezone}
+    check_specs = [
+        dg.AssetCheckSpec(name=group, asset=key, blocking=True, description=CHECK_DESCRIPTIONS[group])
+        for group in CHECK_GROUPS
+    ]
+    description = (
+        f"Raw `{source}` rows of the {spec.name} pipeline, as read from the source"
+        f" ({source_spec.kind}), one Parquet file per day. "
+        + (source_spec.description or "")
+        + " Validated by blocking Great Expectations checks built from the pipeline YAML: a failing"
+        " check stops downstream assets of the run and lists the failed expectations with example rows."
+    )
+
+    @dg.asset(
+        key=key,
+        group_name=pipeline_keys(spec).ingest_group,
+        kinds={"pandas", "parquet", "great_expectations"},
+        description=description,
+        partitions_def=partitions_def,
+        backfill_policy=dg.BackfillPolicy.single_run() if partitions_def else None,
+        check_specs=check_specs,
+        io_manager_key="parquet_io_manager",
+        metadata=metadata,
+        output_required=False,
+    )
+    def _raw(context: dg.AssetExecutionContext, data_source: DataSourceResource):
+        from ml_assets.ingest.sources import describe_source, read_source
+        from ml_assets.ingest.validation import format_failures, validate_frame
+        from resources.data_sources import local_days
+
+        label = describe_source(data_source, source_spec)
+        frame = read_source(
+            data_source, source_spec, name=source, time_column=time_column, timezone=timezone,
+            window=partition_window(context),
+        )
+        keys = partition_keys(context)
+        checked = frame
+        partition_column = None
+        if keys is not None and time_column and time_column in frame.columns:
+            partition_column = PARTITION_COLUMN
+            checked = frame.assign(**{PARTITION_COLUMN: local_days(frame[time_column], timezone)})
+        outcomes = validate_frame(
+            checked, source_spec.validation, source_spec.entity_key, label,
+            partition_column=partition_column, expected_partitions=keys,
+        )
+        failures = [o for o in outcomes.values() if not o.passed]
+        blocking = [o.name for o in failures if o.severity == "ERROR"]
+        if failures:
+            context.log.warning(format_failures(outcomes, label))
+        context.log.info(f"read {len(frame)} rows of '{source}' from {label}")
+        if blocking:
+            # Keep what is stored: a run whose data fails a blocking check writes no partition of
+            # its range, and Dagster stops the downstream assets after the checks are recorded.
+            context.log.error(
+                f"blocking check(s) {', '.join(blocking)} failed for {label}: nothing stored for"
+                f" {describe_partitions(keys)}; downstream assets will not run"
+            )
+        else:
+            days = checked[PARTITION_COLUMN] if partition_column else None
+            per_day_metadata(context, keys, days)
+            yield dg.Output(
+                frame,
+                metadata={**range_metadata(frame, keys, days), "source": dg.MetadataValue.text(label)},
+            )
+        for group in CHECK_GROUPS:
+            outcome = outcomes[group]
+            yield dg.AssetCheckResult(
+                asset_key=key,
+                check_name=group,
+                passed=outcome.passed,
+                severity=dg.AssetCheckSeverity.WARN if outcome.severity == "WARN" else dg.AssetCheckSeverity.ERROR,
+                metadata=check_metadata(outcome),
+                description=outcome.describe(CHECK_DESCRIPTIONS[group]),
+            )
+
+    return _raw
+
+
+def build_ingest_defs(spec: PipelineSpec, partitions_def: dg.PartitionsDefinition | None) -> dg.Definitions:
+    """The raw assets of every source of ``spec`` and its ingest job (raw data and features)."""
+    keys = pipeline_keys(spec)
+    ingest_job = dg.define_asset_job(
+        name=keys.ingest_job,
+        selection=dg.AssetSelection.groups(keys.ingest_group),
+        description=(
+            f"Ingest, validate and build features for the {spec.name} pipeline. Launch it for a"
+            " range of days to backfill them in one run."
+        ),
+    )
+    return dg.Definitions(
+        assets=[build_raw_asset(spec, source, partitions_def) for source in spec.sources], jobs=[ingest_job]
+    )

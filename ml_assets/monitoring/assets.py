@@ -1,0 +1,259 @@
+"""Monitoring assets of a tabular pipeline with a ``monitoring`` section: reference and daily drift.
+
+* ``<name>/reference`` (monitoring group, after the evaluation; Declarative Automation rebuilds it
+  when an evaluation lands): the baseline the monitors compare against, built from the training window of the current ``champion`` (a fixed-size sample with the
+  champion's scores, and per-column statistics). It is versioned with the champion: when the
+  training job leaves the champion unchanged, the reference is left as it is.
+* ``<name>/drift_report`` (daily, monitoring group): the day's features and predictions against the
+  reference with ``ml_assets.monitoring.drift`` (Evidently metrics, effect-size methods and thresholds from the
+  YAML): per-column scores stored per day, share of drifted columns, prediction drift, entirely-null
+  columns reported as missing data. The full Evidently HTML report is rendered on days that alarm
+  (``monitoring.drift.html``) or on request (run config ``render_html: true``), saved under
+  ``<data dir>/reports`` and logged to MLflow. Two checks, ``data_drift`` and ``prediction_drift``
+  (WARN: they inform the drift sensor and the alerts, they do not block scoring).
+
+pandas and Evidently are imported inside the functions.
+"""
+
+import datetime as dt
+from typing import Any
+
+import dagster as dg
+
+from ml_assets.config.paths import data_dir
+from ml_assets.config.tabular import PARTITION_COLUMN, SPLIT_COLUMN, PipelineSpec
+from ml_assets.keys import DATA_DRIFT_CHECK, PREDICTION_DRIFT_CHECK, pipeline_keys
+from ml_assets.metadata import data_failure, partition_keys
+from ml_assets.training.registry import CHAMPION
+from resources.tracking import MlflowTracking
+
+
+# --------------------------------------------------------------------------------------------------
+# reference
+# --------------------------------------------------------------------------------------------------
+
+
+def build_reference_asset(spec: PipelineSpec) -> dg.AssetsDefinition:
+    settings = spec.monitoring.drift
+    key = pipeline_keys(spec).reference
+
+    @dg.asset(
+        key=key,
+        group_name=pipeline_keys(spec).monitoring_group,
+        kinds={"pandas", "evidently"},
+        # rebuilt after every training run (its own check decides whether the champion changed)
+        automation_condition=dg.AutomationCondition.eager(),
+        ins={"training_set": dg.AssetIn(key=pipeline_keys(spec).training_set)},
+        deps=[pipeline_keys(spec).evaluation],
+        output_required=False,
+        description=(
+            f"The drift baseline: a {settings.reference_rows:,}-row sample of the training window of the"
+            f" `{CHAMPION}` version of `{spec.registered_model_name}`, with its scores, and per-column"
+            " statistics. Rebuilt when the champion changes; otherwise left as it is."
+        ),
+    )
+    def _reference(context: dg.AssetExecutionContext, tracking: MlflowTracking, training_set):
+        from ml_assets.monitoring.drift import build_reference, drift_settings
+        from ml_assets.training.registry import champion_model
+
+        version, model = champion_model(tracking, spec)
+        previous = context.instance.get_latest_materialization_event(key)
+        if previous is not None and previous.asset_materialization is not None:
+            built_for = previous.asset_materialization.metadata.get("model_version")
+            if built_for is not None and built_for.value == version:
+                context.log.info(f"the reference already belongs to champion version {version}: kept")
+                return
+        train = training_set[training_set[SPLIT_COLUMN] == "train"].reset_index(drop=True)
+        columns, _ = drift_settings(spec)
+        scored = train.assign(**{columns.prediction: model.score(train)["score"].to_numpy()})
+        try:
+            reference = build_reference(scored, columns, sample_size=settings.reference_rows, seed=spec.model.seed)
+        except ValueError as exc:
+            raise data_failure(f"reference of pipeline '{spec.name}': {exc}") from None
+        days = train[PARTITION_COLUMN].astype(str)
+        context.log.info(f"reference for champion version {version}: {len(reference.sample)} sampled rows")
+        yield dg.Output(
+            reference,
+            metadata={
+                "model_version": dg.MetadataValue.text(version),
+                "window": dg.MetadataValue.text(f"{days.min()} .. {days.max()}"),
+                "source_rows": dg.MetadataValue.int(reference.source_rows),
+                "sample_rows": dg.MetadataValue.int(len(reference.sample)),
+                "columns": dg.MetadataValue.json(
+                    {"numeric": list(columns.numeric), "categorical": list(columns.categorical),
+                     "prediction": reference.columns.prediction}
+                ),
+                "stats": dg.MetadataValue.json(reference.stats),
+            },
+        )
+
+    return _reference
+
+
+# --------------------------------------------------------------------------------------------------
+# daily drift report
+# --------------------------------------------------------------------------------------------------
+
+
+class DriftRunConfig(dg.Config):
+    """Run configuration of the drift report."""
+
+    render_html: bool = False  # render the full HTML report for every day of the run
+
+
+def day_metadata(day: Any) -> dict[str, Any]:
+    """One day's drift as typed metadata (``day`` is a ``reports.DayDrift``)."""
+    from ml_assets.monitoring.reports import score_table
+
+    result = day.result
+    metadata: dict[str, Any] = {
+        "share_drifted": dg.MetadataValue.float(float(result.share_drifted)),
+        "data_drift": dg.MetadataValue.bool(bool(result.data_drift)),
+        "drifted_columns": dg.MetadataValue.text(", ".join(result.drifted_columns) or "none"),
+        "prediction_drift": dg.MetadataValue.bool(bool(result.prediction_drift)),
+        "missing_columns": dg.MetadataValue.text(", ".join(result.missing_columns) or "none"),
+        "rows": dg.MetadataValue.int(int(result.current_rows)),
+        "compute_seconds": dg.MetadataValue.float(round(result.seconds, 3)),
+        "scores": dg.MetadataValue.md(score_table(result)),
+    }
+    if result.prediction_score is not None:
+        metadata["prediction_score"] = dg.MetadataValue.float(float(result.prediction_score))
+    if day.html is not None:
+        metadata["html_report"] = dg.MetadataValue.path(str(day.html))
+        metadata["html_bytes"] = dg.MetadataValue.int(day.html.stat().st_size)
+    return metadata
+
+
+def build_drift_asset(
+    spec: PipelineSpec, features_key: dg.AssetKey, partitions_def: dg.PartitionsDefinition
+) -> dg.AssetsDefinition:
+    key = pipeline_keys(spec).drift_report
+    settings = spec.monitoring.drift
+    checks = [
+        dg.AssetCheckSpec(
+            DATA_DRIFT_CHECK, asset=key,
+            description="No day's share of drifted feature columns reaches the YAML's share threshold.",
+        ),
+        dg.AssetCheckSpec(
+            PREDICTION_DRIFT_CHECK, asset=key,
+            description="No day's prediction scores are further from the reference scores than the threshold.",
+        ),
+    ]
+
+    @dg.asset(
+        key=key,
+        group_name=pipeline_keys(spec).monitoring_group,
+        kinds={"evidently", "parquet"},
+        ins={
+            "features": dg.AssetIn(key=features_key),
+            "predictions": dg.AssetIn(key=pipeline_keys(spec).predictions),
+            "reference": dg.AssetIn(key=pipeline_keys(spec).reference),
+        },
+        check_specs=checks,
+        partitions_def=partitions_def,
+        backfill_policy=dg.BackfillPolicy.single_run(),
+        io_manager_key="parquet_io_manager",
+        metadata={"partition_column": PARTITION_COLUMN},
+        description=(
+            "Daily drift of the features and predictions against the reference (Evidently metrics,"
+            " effect-size methods and thresholds from the YAML). One row per monitored column and day"
+            f" with its score. HTML report: {settings.html} (and on request)."
+        ),
+    )
+    def _drift(context: dg.AssetExecutionContext, config: DriftRunConfig, tracking: MlflowTracking,
+               features, predictions, reference):
+        from ml_assets.monitoring.drift import drift_settings
+        from ml_assets.monitoring.reports import drift_by_day, drift_frame
+
+        _, drift_config = drift_settings(spec)
+        days = partition_keys(context) or []
+
+        def render(result: Any) -> bool:
+            alarm = result.data_drift or result.prediction_drift
+            return config.render_html or settings.html == "always" or (settings.html == "alarms" and alarm)
+
+        reports = drift_by_day(
+            reference, features, predictions, days, spec.sources[spec.primary_source].entity_key, drift_config,
+            render=render, report_folder=data_dir() / "reports" / spec.name / "drift", log=context.log.warning,
+        )
+        single_day: dict[str, Any] = {}
+        for day in reports:
+            if len(days) > 1:
+                context.add_asset_metadata(day_metadata(day), partition_key=day.day)
+            else:
+                single_day = day_metadata(day)
+        html = [d.html for d in reports if d.html is not None]
+        if html:
+            with tracking.start_run(f"{spec.name}-monitoring", run_name=f"drift-{days[0]}..{days[-1]}",
+                                    tags={"pipeline": spec.name, "dagster_run_id": context.run.run_id}):
+                import mlflow
+
+                for path in html:
+                    mlflow.log_artifact(str(path), "drift_reports")
+        alarms = {"data": [d.day for d in reports if d.result.data_drift],
+                  "prediction": [d.day for d in reports if d.result.prediction_drift]}
+        checked = len(reports)
+        yield dg.Output(drift_frame(reports), metadata={
+            **single_day,
+            "run_days" if len(days) > 1 else "days": dg.MetadataValue.int(checked),
+            "data_drift_days": dg.MetadataValue.text(", ".join(alarms["data"]) or "none"),
+            "prediction_drift_days": dg.MetadataValue.text(", ".join(alarms["prediction"]) or "none"),
+            "html_reports": dg.MetadataValue.int(len(html)),
+        })
+        for check, name in ((DATA_DRIFT_CHECK, "data"), (PREDICTION_DRIFT_CHECK, "prediction")):
+            failing = alarms[name]
+            yield dg.AssetCheckResult(
+                check_name=check, passed=not failing, severity=dg.AssetCheckSeverity.WARN,
+                metadata={"days_checked": dg.MetadataValue.int(checked),
+                          "alarm_days": dg.MetadataValue.text(", ".join(failing) or "none"),
+                          "alarm_count": dg.MetadataValue.int(len(failing))},
+                description=(f"{name} drift on {len(failing)} of {checked} day(s): {', '.join(failing[:10])}"
+                             if failing else f"no {name} drift on {checked} day(s)"),
+            )
+
+    return _drift
+
+
+def build_monitoring_assets(
+    spec: PipelineSpec, features_key: dg.AssetKey, partitions_def: dg.PartitionsDefinition
+) -> list[dg.AssetsDefinition]:
+    """The reference and daily drift report of ``spec`` (which has ``model`` and ``monitoring``)."""
+    return [build_reference_asset(spec), build_drift_asset(spec, features_key, partitions_def)]
+
+
+def freshness_policy(spec: PipelineSpec) -> dg.FreshnessPolicy:
+    """The YAML's daily deadline: materialized since ``deadline - lower_bound`` by each deadline."""
+    freshness = spec.monitoring.freshness
+    return dg.FreshnessPolicy.cron(
+        deadline_cron=freshness.deadline_cron,
+        lower_bound_delta=dt.timedelta(hours=freshness.lower_bound_hours),
+        timezone=spec.partitioning.timezone,
+    )
+
+
+def monitoring_jobs(spec: PipelineSpec, partitions_def: dg.PartitionsDefinition) -> list[Any]:
+    """``<name>_drift_job`` (drift reports for a day or a range) and ``<name>_daily_job`` (a day's
+    ingest, validation, features, predictions and drift: what the daily schedule runs)."""
+    drift_job = dg.define_asset_job(
+        name=pipeline_keys(spec).drift_job,
+        selection=dg.AssetSelection.assets(pipeline_keys(spec).drift_report),
+        description=f"Drift reports of the {spec.name} pipeline for a day or a range of days.",
+    )
+    daily_job = dg.define_asset_job(
+        name=pipeline_keys(spec).daily_job,
+        selection=dg.AssetSelection.groups(pipeline_keys(spec).ingest_group, pipeline_keys(spec).scoring_group)
+        | dg.AssetSelection.assets(pipeline_keys(spec).drift_report),
+        description=(
+            f"One day of the {spec.name} pipeline: ingest and validate the raw data, build features,"
+            " score them with the champion and report drift."
+        ),
+    )
+    return [drift_job, daily_job]
+
+
+def build_monitoring_defs(spec: PipelineSpec, partitions_def: dg.PartitionsDefinition) -> dg.Definitions:
+    """The reference, the daily drift report, the drift job and the daily job of ``spec``."""
+    return dg.Definitions(
+        assets=build_monitoring_assets(spec, pipeline_keys(spec).features, partitions_def),
+        jobs=monitoring_jobs(spec, partitions_def),
+    )

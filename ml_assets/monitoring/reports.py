@@ -1,0 +1,89 @@
+"""Daily drift reports of a range of days: each day's features joined to its predictions, compared
+with the reference (``drift.compute_drift``), and the full Evidently HTML report rendered where a
+person will look. pandas and Evidently load inside the functions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ml_assets.config.tabular import PARTITION_COLUMN
+from ml_assets.monitoring.drift import DriftConfig, DriftResult, Reference
+
+
+@dataclass
+class DayDrift:
+    """One day's drift: its result and, when rendered, the HTML report."""
+
+    day: str
+    result: DriftResult
+    html: Path | None = None
+
+    @property
+    def alarm(self) -> bool:
+        return bool(self.result.data_drift or self.result.prediction_drift)
+
+
+def score_table(result: DriftResult) -> str:
+    """Markdown: one row per column with method, score, threshold and whether it drifted."""
+    lines = ["| column | method | score | threshold | drifted |", "| --- | --- | --- | --- | --- |"]
+    rows = list(result.columns) + ([result.prediction] if result.prediction is not None else [])
+    for row in rows:
+        score = "missing" if row.score is None else f"{row.score:.3f}"
+        lines.append(f"| {row.column} | {row.method} | {score} | {row.threshold:g} | {'yes' if row.drifted else ''} |")
+    return "\n".join(lines)
+
+
+def drift_by_day(
+    reference: Reference,
+    features: Any,
+    predictions: Any,
+    days: list[str],
+    key_columns: list[str],
+    config: DriftConfig,
+    *,
+    render: Callable[[DriftResult], bool],
+    report_folder: Path,
+    log: Callable[[str], None] = print,
+) -> list[DayDrift]:
+    """Drift of each day of ``days`` that has feature rows; ``render(result)`` says whether that
+    day's HTML report is written to ``report_folder/<day>.html``."""
+    from ml_assets.monitoring.drift import compute_drift, render_html
+
+    score_column = reference.columns.prediction or ""
+    wanted = [*key_columns, score_column] if score_column in predictions.columns else list(key_columns)
+    joined = (
+        features.merge(predictions[wanted], on=key_columns, how="left", validate="one_to_one")
+        if len(features) else features
+    )
+    by_day = {day: part for day, part in joined.groupby(PARTITION_COLUMN)} if len(joined) else {}
+    out = []
+    for day in days:
+        current = by_day.get(day)
+        if current is None or len(current) == 0:
+            log(f"{day}: no feature rows, nothing to compare")
+            continue
+        current = current.reset_index(drop=True)
+        result = compute_drift(reference, current, config)
+        if result.missing_columns:
+            log(f"{day}: column(s) {result.missing_columns} entirely null: reported as missing data, not drift")
+        html = None
+        if render(result):
+            report_folder.mkdir(parents=True, exist_ok=True)
+            html = render_html(reference, current, config, report_folder / f"{day}.html")
+        out.append(DayDrift(day, result, html))
+    return out
+
+
+def drift_frame(days: list[DayDrift]) -> Any:
+    """The stored output: one row per monitored column and day."""
+    import pandas as pd
+
+    frames = [d.result.to_frame().assign(**{PARTITION_COLUMN: d.day}) for d in days]
+    out = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame({PARTITION_COLUMN: pd.Series([], dtype=object)})
+    if "score" in out.columns:
+        out["score"] = out["score"].astype("float64")
+    return out

