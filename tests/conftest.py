@@ -4,12 +4,15 @@ share, and a real HTTP receiver for alerts."""
 
 from __future__ import annotations
 
+import atexit
 import datetime
 import http.server
 import json
 import os
+import shutil
 import socket
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -22,6 +25,10 @@ sys.path.insert(0, str(REPO_ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+# Reports and other files an asset writes under the data folder go to a folder of the test session,
+# never into the repository's .data (tests that need their own set ML_DATA_DIR themselves).
+os.environ["ML_DATA_DIR"] = tempfile.mkdtemp(prefix="ml-platform-tests-")
+atexit.register(shutil.rmtree, os.environ["ML_DATA_DIR"], True)
 
 FLIGHTS_YAML = REPO_ROOT / "pipelines" / "flights.yaml"
 
