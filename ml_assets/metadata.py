@@ -21,12 +21,18 @@ def data_failure(message: str, **metadata: Any) -> dg.Failure:
 
 
 def markdown_table(rows: list[dict[str, Any]], columns: list[str] | None = None, floatfmt: str = ".4g") -> str:
-    """A markdown table of ``rows`` (dicts), floats with ``floatfmt``; missing values shown as n/a."""
+    """A markdown table of ``rows`` (dicts) through ``DataFrame.to_markdown``: floats with
+    ``floatfmt``, missing values as n/a, ``|`` and line breaks in text escaped."""
     import pandas as pd
 
     if not rows:
         return "(no rows)"
     frame = pd.DataFrame(rows, columns=columns)
+    for column in frame.columns:
+        if frame[column].dtype == object:
+            frame[column] = frame[column].map(
+                lambda v: v.replace("|", "\\|").replace("\n", " ") if isinstance(v, str) else v
+            )
     return frame.to_markdown(index=False, floatfmt=floatfmt, missingval="n/a")
 
 

@@ -27,6 +27,7 @@ from ml_assets.keys import (
     TEXT_LENGTH_CHECK,
     TEXT_NOT_EMPTY_CHECK,
 )
+from ml_assets.metadata import markdown_table
 from resources.embedder import SentenceTransformerEmbedder
 from resources.tracking import MlflowTracking
 from resources.vector_store import QDRANT_POOL, QdrantVectorStore
@@ -38,13 +39,9 @@ if TYPE_CHECKING:
 def failing_rows_markdown(rows: "pd.DataFrame", limit: int = 10) -> dg.MetadataValue:
     if rows.empty:
         return dg.MetadataValue.md("no failing rows")
-    lines = ["| example_id | reason | text |", "| --- | --- | --- |"]
-    for r in rows.head(limit).itertuples():
-        text = str(r.text).replace("|", "\\|")
-        lines.append(f"| {r.example_id} | {r.reason} | {text} |")
-    if len(rows) > limit:
-        lines.append(f"\n… and {len(rows) - limit} more")
-    return dg.MetadataValue.md("\n".join(lines))
+    table = markdown_table(rows.head(limit)[["example_id", "reason", "text"]].to_dict(orient="records"))
+    more = f"\n\n… and {len(rows) - limit} more" if len(rows) > limit else ""
+    return dg.MetadataValue.md(table + more)
 
 
 def examples_check_results(
@@ -101,8 +98,7 @@ def examples_check_results(
 
 
 def metrics_table(rows: dict[str, float]) -> dg.MetadataValue:
-    lines = ["| metric | value |", "| --- | --- |"] + [f"| {k} | {v:.4f} |" for k, v in rows.items()]
-    return dg.MetadataValue.md("\n".join(lines))
+    return dg.MetadataValue.md(markdown_table([{"metric": k, "value": v} for k, v in rows.items()]))
 
 
 def examples_metadata(frame: "pd.DataFrame") -> dict[str, Any]:

@@ -14,6 +14,7 @@ from ml_assets.ingest.validation import CHECK_DESCRIPTIONS, CHECK_GROUPS, CheckO
 from ml_assets.keys import pipeline_keys
 from ml_assets.metadata import (
     describe_partitions,
+    markdown_table,
     partition_keys,
     partition_window,
     per_day_metadata,
@@ -41,7 +42,9 @@ def check_metadata(outcome: CheckOutcome) -> dict[str, Any]:
         "expectations_evaluated": dg.MetadataValue.int(outcome.expectations),
         "failed": dg.MetadataValue.int(len(outcome.failures)),
         "unexpected_rows": dg.MetadataValue.int(outcome.unexpected_rows),
-        "failures": dg.MetadataValue.md(outcome.failures_markdown()),
+        "failures": dg.MetadataValue.md(
+            markdown_table(outcome.failure_rows()) if outcome.failures else outcome.summary()
+        ),
         "examples": dg.MetadataValue.json(outcome.examples()),
     }
 

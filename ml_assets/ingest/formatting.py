@@ -50,10 +50,6 @@ def jsonable(value: Any) -> Any:
     return str(value)
 
 
-def md_cell(text: str) -> str:
-    return str(text).replace("|", "\\|").replace("\n", " ")
-
-
 def describe_days(days: list[str]) -> str:
     if not days:
         return ""

@@ -16,7 +16,6 @@ from typing import TYPE_CHECKING
 from ml_assets.ingest.formatting import (
     describe_days,
     example_values,
-    md_cell,
     unique_list,
 )
 from ml_assets.ingest.gx import GxResult, run_expectations
@@ -77,33 +76,19 @@ class CheckOutcome:
     def unexpected_rows(self) -> int:
         return sum(f.unexpected_count for f in self.failures)
 
-    def failures_markdown(self) -> str:
-        """A markdown table of the failed rules (column, rule, observed, days), or a sentence."""
-        if self.failures:
-            rows = [
-                "| column | rule | observed | days |",
-                "| --- | --- | --- | --- |",
-                *(
-                    "| "
-                    + " | ".join(
-                        md_cell(value)
-                        for value in (
-                            f.column or "(table)",
-                            f.rule,
-                            f.observed,
-                            describe_days(f.partitions) or "-",
-                        )
-                    )
-                    + " |"
-                    for f in self.failures
-                ),
-            ]
-            table = "\n".join(rows)
-        elif self.expectations:
-            table = f"All {self.expectations} expectation(s) passed."
-        else:
-            table = "Nothing to check: no rule of this group applies."
-        return table
+    def failure_rows(self) -> list[dict[str, str]]:
+        """One row per failed rule: column, rule, what was observed and the days."""
+        return [
+            {"column": f.column or "(table)", "rule": f.rule, "observed": f.observed,
+             "days": describe_days(f.partitions) or "-"}
+            for f in self.failures
+        ]
+
+    def summary(self) -> str:
+        """A sentence when nothing failed (how many expectations passed, or that none applies)."""
+        if self.expectations:
+            return f"All {self.expectations} expectation(s) passed."
+        return "Nothing to check: no rule of this group applies."
 
     def examples(self) -> dict[str, list[dict]]:
         """Example bad rows per failed rule (``"<column>: <rule>"``)."""

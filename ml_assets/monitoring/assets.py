@@ -23,7 +23,7 @@ import dagster as dg
 from ml_assets.config.paths import data_dir
 from ml_assets.config.tabular import PARTITION_COLUMN, SPLIT_COLUMN, PipelineSpec
 from ml_assets.keys import DATA_DRIFT_CHECK, PREDICTION_DRIFT_CHECK, pipeline_keys
-from ml_assets.metadata import data_failure, partition_keys
+from ml_assets.metadata import data_failure, markdown_table, partition_keys
 from ml_assets.training.registry import CHAMPION
 from resources.tracking import MlflowTracking
 
@@ -103,7 +103,7 @@ class DriftRunConfig(dg.Config):
 
 def day_metadata(day: Any) -> dict[str, Any]:
     """One day's drift as typed metadata (``day`` is a ``reports.DayDrift``)."""
-    from ml_assets.monitoring.reports import score_table
+    from ml_assets.monitoring.reports import score_rows
 
     result = day.result
     metadata: dict[str, Any] = {
@@ -114,7 +114,7 @@ def day_metadata(day: Any) -> dict[str, Any]:
         "missing_columns": dg.MetadataValue.text(", ".join(result.missing_columns) or "none"),
         "rows": dg.MetadataValue.int(int(result.current_rows)),
         "compute_seconds": dg.MetadataValue.float(round(result.seconds, 3)),
-        "scores": dg.MetadataValue.md(score_table(result)),
+        "scores": dg.MetadataValue.md(markdown_table(score_rows(result))),
     }
     if result.prediction_score is not None:
         metadata["prediction_score"] = dg.MetadataValue.float(float(result.prediction_score))

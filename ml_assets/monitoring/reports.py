@@ -27,14 +27,15 @@ class DayDrift:
         return bool(self.result.data_drift or self.result.prediction_drift)
 
 
-def score_table(result: DriftResult) -> str:
-    """Markdown: one row per column with method, score, threshold and whether it drifted."""
-    lines = ["| column | method | score | threshold | drifted |", "| --- | --- | --- | --- | --- |"]
+def score_rows(result: DriftResult) -> list[dict[str, Any]]:
+    """One row per column: method, score (or "missing"), threshold and whether it drifted."""
     rows = list(result.columns) + ([result.prediction] if result.prediction is not None else [])
-    for row in rows:
-        score = "missing" if row.score is None else f"{row.score:.3f}"
-        lines.append(f"| {row.column} | {row.method} | {score} | {row.threshold:g} | {'yes' if row.drifted else ''} |")
-    return "\n".join(lines)
+    return [
+        {"column": row.column, "method": row.method,
+         "score": "missing" if row.score is None else f"{row.score:.3f}",
+         "threshold": f"{row.threshold:g}", "drifted": "yes" if row.drifted else ""}
+        for row in rows
+    ]
 
 
 def drift_by_day(
