@@ -163,10 +163,6 @@ class Notifier(dg.ConfigurableResource):
 
         return [url for url in parse_urls(self.urls) if url]
 
-    def display_urls(self) -> list[str]:
-        """The configured URLs without credentials or tokens, for logs and the UI."""
-        return [redact_url(url) for url in self.url_list()]
-
     def _build(self, urls: Sequence[str], secrets: set[str]) -> tuple[Any, list[dict[str, Any]]]:
         """One Apprise object with every valid URL, and a target entry for each invalid one."""
         import apprise

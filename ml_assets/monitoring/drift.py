@@ -34,7 +34,6 @@ sample of the training window 2013-01-01..2013-08-31, every day of 2013 against 
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -173,39 +172,13 @@ class DriftConfig:
 
 @dataclass
 class Reference:
-    """A fixed-size sample of the reference window plus per-column statistics. Picklable; also
-    ``to_parquet`` / ``from_parquet`` (metadata kept in the Parquet schema metadata)."""
+    """A fixed-size sample of the reference window plus per-column statistics (stored pickled)."""
 
     columns: DriftColumns
     sample: Any  # pandas.DataFrame
     stats: dict[str, dict[str, Any]]
     source_rows: int
     seed: int
-
-    def to_parquet(self, path: str | Path) -> Path:
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-
-        table = pa.Table.from_pandas(self.sample, preserve_index=False)
-        meta = {"columns": asdict(self.columns), "stats": self.stats,
-                "source_rows": self.source_rows, "seed": self.seed}
-        table = table.replace_schema_metadata({**(table.schema.metadata or {}),
-                                               b"ml_platform.drift_reference": json.dumps(meta).encode()})
-        path = Path(path)
-        pq.write_table(table, path)
-        return path
-
-    @classmethod
-    def from_parquet(cls, path: str | Path) -> "Reference":
-        import pyarrow.parquet as pq
-
-        table = pq.read_table(path)
-        meta = json.loads(table.schema.metadata[b"ml_platform.drift_reference"])
-        cols = meta["columns"]
-        columns = DriftColumns(numeric=tuple(cols["numeric"]), categorical=tuple(cols["categorical"]),
-                               prediction=cols["prediction"])
-        return cls(columns=columns, sample=table.to_pandas(), stats=meta["stats"],
-                   source_rows=meta["source_rows"], seed=meta["seed"])
 
 
 @dataclass(frozen=True)
