@@ -35,26 +35,27 @@ def save(ax: Any, path: str | Path) -> Path:
     return out
 
 
+def curve_plot(display: Any, title: str, y: Any, p: Any, path: str | Path, label: str) -> Path:
+    """A scikit-learn curve display (``from_predictions``) with its chance level, saved as PNG."""
+    yy = labels_array(y)
+    ax = new_axes()
+    display.from_predictions(yy, scores_array(p, len(yy)), name=label, ax=ax, plot_chance_level=True)
+    ax.set(title=title)
+    return save(ax, path)
+
+
 def plot_roc(y: Any, p: Any, path: str | Path, label: str = "model") -> Path:
     """ROC curve with the AUC in the legend and the chance line."""
     from sklearn.metrics import RocCurveDisplay
 
-    yy = labels_array(y)
-    ax = new_axes()
-    RocCurveDisplay.from_predictions(yy, scores_array(p, len(yy)), name=label, ax=ax, plot_chance_level=True)
-    ax.set(title="ROC curve")
-    return save(ax, path)
+    return curve_plot(RocCurveDisplay, "ROC curve", y, p, path, label)
 
 
 def plot_pr(y: Any, p: Any, path: str | Path, label: str = "model") -> Path:
     """Precision-recall curve with average precision and the prevalence line."""
     from sklearn.metrics import PrecisionRecallDisplay
 
-    yy = labels_array(y)
-    ax = new_axes()
-    PrecisionRecallDisplay.from_predictions(yy, scores_array(p, len(yy)), name=label, ax=ax, plot_chance_level=True)
-    ax.set(title="Precision-recall curve")
-    return save(ax, path)
+    return curve_plot(PrecisionRecallDisplay, "Precision-recall curve", y, p, path, label)
 
 
 def plot_confusion(y: Any, pred: Any, path: str | Path) -> Path:
