@@ -11,15 +11,13 @@ from __future__ import annotations
 import dagster as dg
 
 from ml_assets import build_asset_defs, load_tabular_pipelines, resource_settings
+from ml_assets.execution import code_location_executor
 from resources import build_resources
 from sensors import build_automation_defs
 
-# Two concurrent step processes on a 2-core machine; forkserver pays the Dagster import once.
-# Each run of many partitions is one step per asset (single-run backfills), so SQLite instance
-# storage sees a handful of writers at a time, never hundreds.
-EXECUTOR = dg.multiprocess_executor.configured(
-    {"max_concurrent": 2, "start_method": {"forkserver": {}}}
-)
+# ML_EXECUTOR chooses (in_process, multiprocess, celery); unset: two step processes at once, and
+# small runs (a day, a training run) in process (ml_assets/execution.py).
+EXECUTOR = code_location_executor()
 
 pipelines = load_tabular_pipelines()
 defs = dg.Definitions.merge(

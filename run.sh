@@ -3,7 +3,7 @@
 # exactly the locked dependencies (torch 2.13.0 CPU first), and reuse it afterwards.
 #
 #   ./run.sh main    materialize the whole asset graph on the embedded defaults, then say where to look
-#   ./run.sh test    install the test extras, check the import contracts, run the test suite (args go to pytest)
+#   ./run.sh test    install the test and distributed extras, check the import contracts, run the test suite (args go to pytest)
 #   ./run.sh dev     start the Dagster UI (dagster dev) on 127.0.0.1:3000
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")"
@@ -35,7 +35,7 @@ install() {
   .venv/bin/python -m pip install --quiet --upgrade pip setuptools wheel
   # The CPU build of torch first: an unpinned torch would pull several GB of CUDA packages.
   .venv/bin/python -m pip install --quiet "torch==2.13.0"
-  .venv/bin/python -m pip install --quiet -c requirements.lock -e ".[dev]"
+  .venv/bin/python -m pip install --quiet -c requirements.lock -e ".[dev,distributed]"
   echo "$stamp" > .venv/.install-stamp
 }
 

@@ -22,6 +22,7 @@ import dagster as dg
 
 from ml_assets.config.paths import data_dir
 from ml_assets.config.tabular import PARTITION_COLUMN, SPLIT_COLUMN, PipelineSpec
+from ml_assets.execution import small_run_executor
 from ml_assets.keys import DATA_DRIFT_CHECK, PREDICTION_DRIFT_CHECK, pipeline_keys
 from ml_assets.metadata import data_failure, markdown_table, partition_keys
 from ml_assets.training.registry import CHAMPION
@@ -243,6 +244,9 @@ def monitoring_jobs(spec: PipelineSpec, partitions_def: dg.PartitionsDefinition)
         name=pipeline_keys(spec).daily_job,
         selection=dg.AssetSelection.groups(pipeline_keys(spec).ingest_group, pipeline_keys(spec).scoring_group)
         | dg.AssetSelection.assets(pipeline_keys(spec).drift_report),
+        # a day's steps in one process: pandas, Great Expectations, MLflow and Evidently are imported
+        # once and no step process is started (unless ML_EXECUTOR chooses otherwise)
+        executor_def=small_run_executor(),
         description=(
             f"One day of the {spec.name} pipeline: ingest and validate the raw data, build features,"
             " score them with the champion and report drift."
