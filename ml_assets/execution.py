@@ -92,3 +92,15 @@ def small_run_executor(value: str | None = None) -> dg.ExecutorDefinition:
     """The executor of jobs whose steps run one after another (a day, a training run): in process
     unless ``ML_EXECUTOR`` chooses otherwise."""
     return build_executor(executor_choice(value) or IN_PROCESS)
+
+
+def launch_tags() -> dict[str, str]:
+    """Run tags of the jobs that log to MLflow, set when a run is launched: the tracking URI (without
+    credentials) the launching process resolves, the same way the code location's ``tracking``
+    resource does. A step on a worker that resolves another URI is refused
+    (``resources.tracking.TrackingUriMismatchError``) instead of registering into a store of its own."""
+    from ml_assets.config.paths import mlflow_dir
+    from resources.tracking import TRACKING_URI_TAG, MlflowTracking
+
+    tracking = MlflowTracking(tracking_uri=os.environ.get("MLFLOW_TRACKING_URI") or None, local_dir=str(mlflow_dir()))
+    return {TRACKING_URI_TAG: tracking.display_uri()}

@@ -7,6 +7,12 @@ general: ``start_run(experiment, run_name, tags)`` is a context manager around a
 ``log_metrics`` / ``log_params`` / ``log_dict`` write to the active run, so model training,
 evaluation and the few-shot store share it.
 
+Every run is pinned to one tracking store: the run tag ``ml_platform/mlflow_tracking_uri`` holds
+the (credential-free) tracking URI, set at launch by the jobs that log to MLflow or, failing that,
+by the first step that uses the resource. A step whose resource resolves to another URI (a worker
+without ``MLFLOW_TRACKING_URI``, or pointed at another server) is refused before it logs or
+registers anything: on a worker, the embedded default is a store of its own that nobody else reads.
+
 mlflow is imported inside the methods that use it.
 """
 
@@ -24,6 +30,10 @@ import urllib.request
 
 import dagster as dg
 from pydantic import Field
+
+#: The run tag pinning a run to one MLflow tracking store (its URI without credentials).
+TRACKING_URI_TAG = "ml_platform/mlflow_tracking_uri"
+
 
 class MlflowTracking(dg.ConfigurableResource):
     """MLflow experiment tracking (and model registry): local SQLite + artifact folder by default,
@@ -50,6 +60,29 @@ class MlflowTracking(dg.ConfigurableResource):
     request_timeout_seconds: int = Field(
         default=30, ge=1, description="Timeout of one HTTP request to a tracking server."
     )
+
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        """In a run, refuse to work against another tracking store than the run's (see the module)."""
+        if context.run is not None and context.instance is not None:
+            self.pin_to_run(context.instance, context.run.run_id)
+
+    def pin_to_run(self, instance: dg.DagsterInstance, run_id: str) -> None:
+        """Record this resource's tracking URI on run ``run_id`` when the run has none yet, and raise
+        ``TrackingUriMismatchError`` when the run's recorded URI is another one."""
+        mine = self.display_uri()
+        run = instance.get_run_by_id(run_id)
+        recorded = run.tags.get(TRACKING_URI_TAG) if run is not None else None
+        if run is not None and recorded is None:
+            instance.add_run_tags(run_id, {TRACKING_URI_TAG: mine})
+            # read back: of two first steps starting at once on two workers, one write wins
+            recorded = instance.get_run_by_id(run_id).tags.get(TRACKING_URI_TAG, mine)
+        if recorded is not None and recorded != mine:
+            raise TrackingUriMismatchError(
+                f"this process's MLflow tracking URI is {mine}, but run {run_id} logs to {recorded}"
+                f" (run tag {TRACKING_URI_TAG}): refusing to log or register into another store. Set"
+                f" MLFLOW_TRACKING_URI={recorded} on this worker (every worker needs the same"
+                " MLFLOW_TRACKING_URI as the process that launches runs)"
+            )
 
     def resolved_tracking_uri(self) -> str:
         if self.tracking_uri:
@@ -182,6 +215,10 @@ class MlflowTracking(dg.ConfigurableResource):
 
 class MlflowUnavailableError(RuntimeError):
     """The MLflow tracking server cannot be reached."""
+
+
+class TrackingUriMismatchError(RuntimeError):
+    """A step resolves another MLflow tracking URI than the one its run is pinned to."""
 
 
 def redact_uri(uri: str) -> str:

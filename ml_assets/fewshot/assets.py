@@ -13,6 +13,7 @@ import dagster as dg
 from pydantic import Field
 
 from ml_assets.config.fewshot import FewshotSpec
+from ml_assets.execution import launch_tags
 from ml_assets.fewshot.examples import example_problems, preview_text, read_examples
 from ml_assets.keys import (
     BEATS_RANDOM_CHECK,
@@ -242,6 +243,7 @@ def build_fewshot_assets(spec: FewshotSpec) -> tuple[list[dg.AssetsDefinition], 
     job = dg.define_asset_job(
         name=FEWSHOT_JOB,
         selection=dg.AssetSelection.assets(*[a.key for a in assets]),
+        tags=launch_tags(),
         description=f"Read, check and embed the '{spec.name}' few-shot examples, then evaluate selection.",
     )
     return assets, job

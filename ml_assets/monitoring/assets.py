@@ -22,7 +22,7 @@ import dagster as dg
 
 from ml_assets.config.paths import data_dir
 from ml_assets.config.tabular import PARTITION_COLUMN, SPLIT_COLUMN, PipelineSpec
-from ml_assets.execution import small_run_executor
+from ml_assets.execution import launch_tags, small_run_executor
 from ml_assets.keys import DATA_DRIFT_CHECK, PREDICTION_DRIFT_CHECK, pipeline_keys
 from ml_assets.metadata import data_failure, markdown_table, partition_keys
 from ml_assets.training.registry import CHAMPION
@@ -238,6 +238,7 @@ def monitoring_jobs(spec: PipelineSpec, partitions_def: dg.PartitionsDefinition)
     drift_job = dg.define_asset_job(
         name=pipeline_keys(spec).drift_job,
         selection=dg.AssetSelection.assets(pipeline_keys(spec).drift_report),
+        tags=launch_tags(),
         description=f"Drift reports of the {spec.name} pipeline for a day or a range of days.",
     )
     daily_job = dg.define_asset_job(
@@ -247,6 +248,7 @@ def monitoring_jobs(spec: PipelineSpec, partitions_def: dg.PartitionsDefinition)
         # a day's steps in one process: pandas, Great Expectations, MLflow and Evidently are imported
         # once and no step process is started (unless ML_EXECUTOR chooses otherwise)
         executor_def=small_run_executor(),
+        tags=launch_tags(),
         description=(
             f"One day of the {spec.name} pipeline: ingest and validate the raw data, build features,"
             " score them with the champion and report drift."

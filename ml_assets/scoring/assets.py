@@ -4,6 +4,7 @@ alias points to, loaded from the registry, and the scoring job."""
 import dagster as dg
 
 from ml_assets.config.tabular import PARTITION_COLUMN, PipelineSpec
+from ml_assets.execution import launch_tags
 from ml_assets.keys import pipeline_keys
 from ml_assets.metadata import MLFLOW_RETRY, data_failure, partition_keys, per_day_metadata
 from ml_assets.training.registry import CHAMPION
@@ -83,6 +84,7 @@ def build_scoring_defs(spec: PipelineSpec, partitions_def: dg.PartitionsDefiniti
     scoring_job = dg.define_asset_job(
         name=keys.scoring_job,
         selection=dg.AssetSelection.groups(keys.scoring_group),
+        tags=launch_tags(),
         description=f"Score a day (or a range of days) with the champion version of {spec.registered_model_name}.",
     )
     return dg.Definitions(assets=[build_predictions_asset(spec, partitions_def)], jobs=[scoring_job])

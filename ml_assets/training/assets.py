@@ -10,7 +10,7 @@ from typing import Any
 import dagster as dg
 
 from ml_assets.config.tabular import PARTITION_COLUMN, SPLIT_COLUMN, PipelineSpec
-from ml_assets.execution import small_run_executor
+from ml_assets.execution import launch_tags, small_run_executor
 from ml_assets.keys import pipeline_keys
 from ml_assets.metadata import MLFLOW_RETRY, data_failure, markdown_table
 from ml_assets.training.windows import SPLITS
@@ -181,6 +181,7 @@ def build_training_defs(spec: PipelineSpec, pipeline_file: Path) -> dg.Definitio
         # Three steps one after another: in one process, LightGBM, scikit-learn and MLflow are
         # imported once and no step process is started (unless ML_EXECUTOR chooses otherwise).
         executor_def=small_run_executor(),
+        tags=launch_tags(),
         description=(
             f"Train, register and evaluate a new version of {spec.registered_model_name}: training set,"
             " model (tuned LightGBM in MLflow) and the evaluation gate that moves the champion alias."
