@@ -21,6 +21,7 @@ imported only when it is chosen.
 from __future__ import annotations
 
 import os
+from typing import Any
 
 import dagster as dg
 
@@ -104,3 +105,15 @@ def launch_tags() -> dict[str, str]:
 
     tracking = MlflowTracking(tracking_uri=os.environ.get("MLFLOW_TRACKING_URI") or None, local_dir=str(mlflow_dir()))
     return {TRACKING_URI_TAG: tracking.display_uri()}
+
+
+def backfill_policy(spec: Any) -> dg.BackfillPolicy | None:
+    """The backfill policy of the daily assets of ``spec`` (a ``PipelineSpec``), from the YAML's
+    ``partitioning.max_partitions_per_run``: one run for the whole range (0), or runs of at most N
+    days; None for an unpartitioned pipeline."""
+    partitioning = spec.partitioning
+    if partitioning is None:
+        return None
+    if partitioning.max_partitions_per_run:
+        return dg.BackfillPolicy.multi_run(max_partitions_per_run=partitioning.max_partitions_per_run)
+    return dg.BackfillPolicy.single_run()

@@ -64,3 +64,42 @@ def test_code_location_reads_ml_executor_when_it_loads():
     assert set(celery.values()) == {"celery"}
     bad = run_subprocess_python(code, env=dict(env, ML_EXECUTOR="threads"))
     assert bad.returncode != 0 and "ML_EXECUTOR='threads': unknown executor" in bad.stderr
+
+
+def pipeline_with(tmp_path, partitioning: dict):
+    import yaml
+
+    from ml_assets.config.base import read_yaml
+    from tests.conftest import FLIGHTS_YAML
+
+    raw = read_yaml(FLIGHTS_YAML)
+    raw["partitioning"].update(partitioning)
+    path = tmp_path / "flights.yaml"
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    return path
+
+
+def test_backfills_are_cut_into_runs_of_the_yaml_size(tmp_path):
+    from ml_assets import build_tabular_pipeline
+    from ml_assets.config import load_pipeline
+
+    def policies(partitioning: dict) -> dict[str, dg.BackfillPolicy]:
+        file = pipeline_with(tmp_path, partitioning)
+        assets = build_tabular_pipeline(load_pipeline(file), file).definitions.assets
+        return {key.to_user_string(): a.backfill_policy for a in assets if a.partitions_def is not None
+                for key in a.keys}
+
+    daily = {"flights/raw_flights", "flights/raw_weather", "flights/features", "flights/predictions",
+             "flights/drift_report"}
+    chunked = policies({"max_partitions_per_run": 7})
+    assert chunked == {key: dg.BackfillPolicy.multi_run(max_partitions_per_run=7) for key in daily}
+    # 0 (the default): one run for the whole range
+    assert policies({"max_partitions_per_run": 0}) == {key: dg.BackfillPolicy.single_run() for key in daily}
+
+
+def test_a_negative_run_size_names_file_and_key(tmp_path):
+    from ml_assets.config import PipelineConfigError, load_pipeline
+
+    file = pipeline_with(tmp_path, {"max_partitions_per_run": -3})
+    with pytest.raises(PipelineConfigError, match=r"flights.yaml: invalid pipeline file(.|\n)*partitioning.max_partitions_per_run: Input should be greater than or equal to 0 \(got -3\)"):
+        load_pipeline(file)

@@ -143,6 +143,15 @@ class Partitioning(Strict):
     start: dt.date
     end: dt.date | None = None
     timezone: str = "UTC"
+    max_partitions_per_run: int = Field(
+        default=0,
+        ge=0,
+        description=(
+            "How a backfill of many days is cut into runs: 0 runs the whole range as one run (one step"
+            " per asset, the cheapest on one machine); N cuts it into runs of at most N days, which"
+            " workers (ML_EXECUTOR=celery) take in parallel."
+        ),
+    )
 
     @model_validator(mode="after")
     def _ordered(self) -> Partitioning:

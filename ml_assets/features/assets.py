@@ -4,6 +4,7 @@ validated raw data, with the history days it needs arriving through partition ma
 import dagster as dg
 
 from ml_assets.config.tabular import PARTITION_COLUMN, PipelineSpec
+from ml_assets.execution import backfill_policy
 from ml_assets.features.functions import get_feature_function
 from ml_assets.keys import pipeline_keys
 from ml_assets.metadata import frame_metadata, partition_keys, per_day_metadata
@@ -52,7 +53,7 @@ def build_features_asset(spec: PipelineSpec, partitions_def: dg.PartitionsDefini
         description=description,
         ins=source_inputs(spec, partitions_def),
         partitions_def=partitions_def,
-        backfill_policy=dg.BackfillPolicy.single_run() if partitions_def else None,
+        backfill_policy=backfill_policy(spec) if partitions_def else None,
         io_manager_key="parquet_io_manager",
         metadata={"partition_column": PARTITION_COLUMN} if partitions_def else {},
     )

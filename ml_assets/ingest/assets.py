@@ -10,6 +10,7 @@ from typing import Any
 import dagster as dg
 
 from ml_assets.config.tabular import PARTITION_COLUMN, PipelineSpec
+from ml_assets.execution import backfill_policy
 from ml_assets.ingest.validation import CHECK_DESCRIPTIONS, CHECK_GROUPS, CheckOutcome
 from ml_assets.keys import pipeline_keys
 from ml_assets.metadata import (
@@ -78,7 +79,7 @@ def build_raw_asset(
         kinds={"pandas", "parquet", "great_expectations"},
         description=description,
         partitions_def=partitions_def,
-        backfill_policy=dg.BackfillPolicy.single_run() if partitions_def else None,
+        backfill_policy=backfill_policy(spec) if partitions_def else None,
         check_specs=check_specs,
         io_manager_key="parquet_io_manager",
         metadata=metadata,

@@ -22,7 +22,7 @@ import dagster as dg
 
 from ml_assets.config.paths import data_dir
 from ml_assets.config.tabular import PARTITION_COLUMN, SPLIT_COLUMN, PipelineSpec
-from ml_assets.execution import launch_tags, small_run_executor
+from ml_assets.execution import backfill_policy, launch_tags, small_run_executor
 from ml_assets.keys import DATA_DRIFT_CHECK, PREDICTION_DRIFT_CHECK, pipeline_keys
 from ml_assets.metadata import data_failure, markdown_table, partition_keys
 from ml_assets.training.registry import CHAMPION
@@ -152,7 +152,7 @@ def build_drift_asset(
         },
         check_specs=checks,
         partitions_def=partitions_def,
-        backfill_policy=dg.BackfillPolicy.single_run(),
+        backfill_policy=backfill_policy(spec),
         io_manager_key="parquet_io_manager",
         metadata={"partition_column": PARTITION_COLUMN},
         description=(

@@ -4,7 +4,7 @@ alias points to, loaded from the registry, and the scoring job."""
 import dagster as dg
 
 from ml_assets.config.tabular import PARTITION_COLUMN, PipelineSpec
-from ml_assets.execution import launch_tags
+from ml_assets.execution import backfill_policy, launch_tags
 from ml_assets.keys import pipeline_keys
 from ml_assets.metadata import MLFLOW_RETRY, data_failure, partition_keys, per_day_metadata
 from ml_assets.training.registry import CHAMPION
@@ -25,7 +25,7 @@ def build_predictions_asset(
         ins={"features": dg.AssetIn(key=keys.features)},
         deps=[keys.evaluation],
         partitions_def=partitions_def,
-        backfill_policy=dg.BackfillPolicy.single_run(),
+        backfill_policy=backfill_policy(spec),
         io_manager_key="parquet_io_manager",
         retry_policy=retry_policy,
         metadata={"partition_column": PARTITION_COLUMN},
