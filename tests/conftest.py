@@ -85,6 +85,25 @@ def require_service(name: str, host: str, port: int) -> None:
     pytest.skip(f"{message}; start it to run this test")
 
 
+@pytest.fixture()
+def postgres_database():
+    """A throwaway database on the real PostgreSQL server."""
+    require_service("PostgreSQL", "127.0.0.1", 5432)
+    import uuid
+
+    import psycopg2
+
+    name = f"ml_platform_test_{uuid.uuid4().hex[:8]}"
+    admin = psycopg2.connect(host="127.0.0.1", port=5432, user="postgres", dbname="postgres")
+    admin.autocommit = True
+    admin.cursor().execute(f"CREATE DATABASE {name}")
+    try:
+        yield name
+    finally:
+        admin.cursor().execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        admin.close()
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on (bound, then closed again)."""
     with socket.socket() as sock:

@@ -7,13 +7,12 @@ import shutil
 import signal
 import subprocess
 import sys
-import uuid
 from pathlib import Path
 
 import dagster as dg
 import pytest
 
-from tests.conftest import FLIGHTS_YAML, REPO_ROOT, free_port, require_service, wait_for_http
+from tests.conftest import FLIGHTS_YAML, REPO_ROOT, free_port, wait_for_http
 
 DAGSTER = str(Path(sys.executable).parent / "dagster")
 WEBSERVER = str(Path(sys.executable).parent / "dagster-webserver")
@@ -105,23 +104,6 @@ def test_webserver_lists_every_asset_and_check(tmp_path, how):
         except subprocess.TimeoutExpired:
             os.killpg(server.pid, signal.SIGKILL)
             server.wait(timeout=10)
-
-
-@pytest.fixture()
-def postgres_database():
-    """A throwaway database on the real PostgreSQL server."""
-    require_service("PostgreSQL", "127.0.0.1", 5432)
-    import psycopg2
-
-    name = f"ml_platform_test_{uuid.uuid4().hex[:8]}"
-    admin = psycopg2.connect(host="127.0.0.1", port=5432, user="postgres", dbname="postgres")
-    admin.autocommit = True
-    admin.cursor().execute(f"CREATE DATABASE {name}")
-    try:
-        yield name
-    finally:
-        admin.cursor().execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-        admin.close()
 
 
 @pytest.mark.postgres

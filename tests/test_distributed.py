@@ -1,0 +1,147 @@
+"""Beyond one machine, for real: two dagster-celery workers on the local RabbitMQ (a vhost of their
+own), started with the README's worker command, and a PostgreSQL instance (a database of its own).
+The project's own code location runs ``flights_ingest_job`` for three days with ``ML_EXECUTOR=celery``;
+the steps run on both workers and store the same features the pipeline's feature function builds.
+
+Marked ``distributed`` and ``slow``: it fails in CI when RabbitMQ or PostgreSQL is unreachable and
+skips with the reason elsewhere. It stops only the worker processes it started (their own process
+groups) and deletes its vhost and database.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from tests.conftest import REPO_ROOT, real_features, require_service
+
+pytestmark = [pytest.mark.distributed, pytest.mark.slow]
+
+BIN = Path(sys.executable).parent
+FIRST, LAST = "2013-01-01", "2013-01-03"
+
+
+def rabbitmqctl(*args: str) -> None:
+    out = subprocess.run(["rabbitmqctl", *args], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, f"rabbitmqctl {' '.join(args)} failed: {out.stdout}{out.stderr}"
+
+
+@pytest.fixture()
+def broker_url():
+    """A RabbitMQ vhost of this test's own (guest may use it), deleted afterwards."""
+    require_service("RabbitMQ", "127.0.0.1", 5672)
+    if shutil.which("rabbitmqctl") is None:
+        message = "rabbitmqctl is not on PATH (needed to create the test's own vhost)"
+        if os.environ.get("ML_PLATFORM_REQUIRE_SERVICES") or os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    vhost = f"ml_platform_test_{uuid.uuid4().hex[:8]}"
+    rabbitmqctl("add_vhost", vhost)
+    try:
+        rabbitmqctl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
+        yield f"pyamqp://guest:guest@127.0.0.1:5672/{vhost}"
+    finally:
+        rabbitmqctl("delete_vhost", vhost)
+
+
+def start_worker(name: str, env: dict[str, str], log: Path) -> subprocess.Popen:
+    """The README's worker command, in a process group of its own (it starts `celery worker`)."""
+    cmd = [str(BIN / "dagster-celery"), "worker", "start", "-A", "dagster_celery.app",
+           "-y", "dagster_home/celery.yaml", "--name", name, "--", "--concurrency=1"]
+    return subprocess.Popen(cmd, cwd=REPO_ROOT, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT,
+                            start_new_session=True)
+
+
+def wait_until_ready(workers: dict[str, subprocess.Popen], logs: dict[str, Path], timeout: float = 180) -> None:
+    deadline = time.monotonic() + timeout
+    pending = set(workers)
+    while pending:
+        for name in list(pending):
+            text = logs[name].read_text(errors="replace")
+            assert workers[name].poll() is None, f"worker {name} exited:\n{text[-3000:]}"
+            if " ready." in text:
+                pending.discard(name)
+        assert time.monotonic() < deadline, f"workers {sorted(pending)} not ready in {timeout:g} s"
+        time.sleep(0.5)
+
+
+def stop(process: subprocess.Popen) -> None:
+    """Stop one worker we started: SIGTERM to its own process group, SIGKILL if it lingers."""
+    if process.poll() is not None:
+        return
+    os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=10)
+
+
+def test_ingest_and_features_run_on_two_celery_workers(tmp_path, broker_url, postgres_database):
+    import pandas as pd
+
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    (home / "dagster.yaml").write_text(
+        "storage:\n  postgres:\n    postgres_url: "
+        f"postgresql+psycopg2://postgres@127.0.0.1:5432/{postgres_database}\ntelemetry:\n  enabled: false\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DAGSTER_", "MLFLOW_"))}
+    env.update(DAGSTER_HOME=str(home), ML_DATA_DIR=str(tmp_path / "data"), ML_EXECUTOR="celery",
+               DAGSTER_CELERY_BROKER_URL=broker_url, DAGSTER_CELERY_BACKEND_URL="rpc://",
+               PYTHONUNBUFFERED="1",
+               # `dagster-celery worker start` runs `celery` from PATH: the virtualenv's bin first
+               PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}")
+    logs = {name: tmp_path / f"{name}.log" for name in ("worker1", "worker2")}
+    workers = {}
+    try:
+        for name in logs:
+            workers[name] = start_worker(name, env, logs[name])
+        wait_until_ready(workers, logs)
+        tags = {"dagster/asset_partition_range_start": FIRST, "dagster/asset_partition_range_end": LAST}
+        run = subprocess.run(
+            [str(BIN / "dagster"), "job", "execute", "-f", "definitions.py", "-j", "flights_ingest_job",
+             "--tags", json.dumps(tags)],
+            cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=900,
+        )
+        worker_logs = "\n".join(p.read_text(errors="replace")[-2000:] for p in logs.values())
+        assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:] + worker_logs
+    finally:
+        for process in workers.values():
+            stop(process)
+
+    instance = dg.DagsterInstance.from_config(str(home))
+    try:
+        assert type(instance.run_storage).__name__ == "PostgresRunStorage"
+        (record,) = instance.get_run_records()
+        assert record.dagster_run.status == dg.DagsterRunStatus.SUCCESS
+        on_worker: dict[str, str] = {}
+        for entry in instance.all_logs(record.dagster_run.run_id, of_type=dg.DagsterEventType.ENGINE_EVENT):
+            data = entry.dagster_event.engine_event_data
+            if "Celery worker" in data.metadata:
+                on_worker[entry.step_key] = data.metadata["Celery worker"].value
+        assert set(on_worker) == {"flights__raw_flights", "flights__raw_weather", "flights__features"}
+        assert {host.split("@")[0] for host in on_worker.values()} == {"worker1", "worker2"}, on_worker
+        materialized = instance.get_materialized_partitions(dg.AssetKey(["flights", "features"]))
+        assert materialized == {FIRST, "2013-01-02", LAST}
+    finally:
+        instance.dispose()
+
+    # the workers stored exactly what the pipeline's feature function builds for those days
+    expected = real_features(FIRST, LAST)
+    folder = tmp_path / "data" / "assets" / "flights" / "features"
+    stored = pd.concat([pd.read_parquet(folder / f"{day}.parquet") for day in (FIRST, "2013-01-02", LAST)],
+                       ignore_index=True)
+    assert len(stored) == len(expected) > 2000
+    pd.testing.assert_frame_equal(stored[expected.columns].reset_index(drop=True), expected.reset_index(drop=True),
+                                  check_dtype=False)
