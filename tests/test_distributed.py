@@ -2,6 +2,8 @@
 own), started with the README's worker command, and a PostgreSQL instance (a database of its own).
 The project's own code location runs ``flights_ingest_job`` for three days with ``ML_EXECUTOR=celery``;
 the steps run on both workers and store the same features the pipeline's feature function builds.
+The workers' MLflow tracking URI differs from the launching process's: a run that logs to MLflow
+is refused on the worker, and nothing lands in the worker's own store.
 
 Marked ``distributed`` and ``slow``: it fails in CI when RabbitMQ or PostgreSQL is unreachable and
 skips with the reason elsewhere. It stops only the worker processes it started (their own process
@@ -87,7 +89,18 @@ def stop(process: subprocess.Popen) -> None:
         process.wait(timeout=10)
 
 
-def test_ingest_and_features_run_on_two_celery_workers(tmp_path, broker_url, postgres_database):
+def error_messages(instance: dg.DagsterInstance, run_id: str) -> list[str]:
+    """Every error message (with its causes) in the event log of a run."""
+    messages = []
+    for entry in instance.all_logs(run_id):
+        error = getattr(entry.dagster_event.event_specific_data, "error", None) if entry.is_dagster_event else None
+        while error is not None:
+            messages.append(error.message)
+            error = error.cause or error.context
+    return messages
+
+
+def test_ingest_and_features_run_on_two_celery_workers_and_a_wrong_tracking_uri_is_refused(tmp_path, broker_url, postgres_database):
     import pandas as pd
 
     home = tmp_path / "dagster_home"
@@ -99,6 +112,7 @@ def test_ingest_and_features_run_on_two_celery_workers(tmp_path, broker_url, pos
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DAGSTER_", "MLFLOW_"))}
     env.update(DAGSTER_HOME=str(home), ML_DATA_DIR=str(tmp_path / "data"), ML_EXECUTOR="celery",
                DAGSTER_CELERY_BROKER_URL=broker_url, DAGSTER_CELERY_BACKEND_URL="rpc://",
+               MLFLOW_TRACKING_URI=f"sqlite:///{tmp_path / 'worker-mlflow.db'}",
                PYTHONUNBUFFERED="1",
                # `dagster-celery worker start` runs `celery` from PATH: the virtualenv's bin first
                PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}")
@@ -116,6 +130,14 @@ def test_ingest_and_features_run_on_two_celery_workers(tmp_path, broker_url, pos
         )
         worker_logs = "\n".join(p.read_text(errors="replace")[-2000:] for p in logs.values())
         assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:] + worker_logs
+        # launched with another tracking store than the workers have: refused on the worker
+        launcher_uri = f"sqlite:///{tmp_path / 'launcher-mlflow.db'}"
+        refused = subprocess.run(
+            [str(BIN / "dagster"), "job", "execute", "-f", "tests/distributed_defs.py", "-j", "tracked_job"],
+            cwd=REPO_ROOT, env=dict(env, MLFLOW_TRACKING_URI=launcher_uri), capture_output=True, text=True,
+            timeout=600,
+        )
+        assert refused.returncode != 0
     finally:
         for process in workers.values():
             stop(process)
@@ -123,8 +145,14 @@ def test_ingest_and_features_run_on_two_celery_workers(tmp_path, broker_url, pos
     instance = dg.DagsterInstance.from_config(str(home))
     try:
         assert type(instance.run_storage).__name__ == "PostgresRunStorage"
-        (record,) = instance.get_run_records()
+        record, refused_record = sorted(instance.get_run_records(), key=lambda r: r.create_timestamp)
         assert record.dagster_run.status == dg.DagsterRunStatus.SUCCESS
+        assert refused_record.dagster_run.status == dg.DagsterRunStatus.FAILURE
+        assert refused_record.dagster_run.tags["ml_platform/mlflow_tracking_uri"] == launcher_uri
+        errors = " ".join(error_messages(instance, refused_record.dagster_run.run_id))
+        assert f"this process's MLflow tracking URI is sqlite:///{tmp_path / 'worker-mlflow.db'}" in errors
+        assert f"logs to {launcher_uri}" in errors
+        assert not (tmp_path / "worker-mlflow.db").exists() and not (tmp_path / "launcher-mlflow.db").exists()
         on_worker: dict[str, str] = {}
         for entry in instance.all_logs(record.dagster_run.run_id, of_type=dg.DagsterEventType.ENGINE_EVENT):
             data = entry.dagster_event.engine_event_data
