@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# One entry point for the project. Both commands create .venv (Python 3.11) on first use, install
-# exactly the locked dependencies (torch 2.13.0 CPU first), and reuse it afterwards.
+# One entry point for the project. Every command creates .venv (Python 3.11) on first use, installs
+# exactly the locked dependencies (torch 2.13.0 CPU first), and reuses it afterwards.
 #
 #   ./run.sh main    materialize the whole asset graph on the embedded defaults, then say where to look
 #   ./run.sh test    install the test and distributed extras, check the import contracts, run the test suite (args go to pytest)
 #   ./run.sh dev     start the Dagster UI (dagster dev) on 127.0.0.1:3000
+#   ./run.sh worker  start a dagster-celery worker (ML_EXECUTOR=celery; README "Beyond one machine")
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")"
 ROOT="$PWD"
@@ -60,8 +61,15 @@ case "$command" in
     install
     exec .venv/bin/dagster dev -w workspace.yaml -h 127.0.0.1 -p "${PORT:-3000}" "$@"
     ;;
+  worker)
+    install
+    # `dagster-celery worker start` runs `celery` from PATH; broker and backend: dagster_home/celery.yaml
+    export PATH="$ROOT/.venv/bin:$PATH"
+    exec .venv/bin/dagster-celery worker start -A dagster_celery.app -y dagster_home/celery.yaml \
+      --name "${WORKER_NAME:-worker-$(hostname)}" -- --concurrency="${WORKER_CONCURRENCY:-2}" "$@"
+    ;;
   *)
-    sed -n '2,9p' "$0" >&2
+    sed -n '2,8p' "$0" >&2
     exit 2
     ;;
 esac
