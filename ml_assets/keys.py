@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 import dagster as dg
 
+from resources.tracking import TRACKING_URI_TAG  # noqa: F401  (set at launch, enforced by the resource)
+
 # -- checks ---------------------------------------------------------------------------------------
 MIN_ROC_AUC_CHECK = "min_roc_auc"
 MIN_R2_CHECK = "min_r2"

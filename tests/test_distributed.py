@@ -25,6 +25,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
+from ml_assets.keys import TRACKING_URI_TAG
 from tests.conftest import REPO_ROOT, real_features, require_service
 
 pytestmark = [pytest.mark.distributed, pytest.mark.slow]
@@ -148,7 +149,7 @@ def test_ingest_and_features_run_on_two_celery_workers_and_a_wrong_tracking_uri_
         record, refused_record = sorted(instance.get_run_records(), key=lambda r: r.create_timestamp)
         assert record.dagster_run.status == dg.DagsterRunStatus.SUCCESS
         assert refused_record.dagster_run.status == dg.DagsterRunStatus.FAILURE
-        assert refused_record.dagster_run.tags["ml_platform/mlflow_tracking_uri"] == launcher_uri
+        assert refused_record.dagster_run.tags[TRACKING_URI_TAG] == launcher_uri
         errors = " ".join(error_messages(instance, refused_record.dagster_run.run_id))
         assert f"this process's MLflow tracking URI is sqlite:///{tmp_path / 'worker-mlflow.db'}" in errors
         assert f"logs to {launcher_uri}" in errors
