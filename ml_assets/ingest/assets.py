@@ -15,10 +15,10 @@ from ml_assets.keys import pipeline_keys
 from ml_assets.metadata import (
     describe_partitions,
     markdown_table,
+    frame_metadata,
     partition_keys,
+    partition_metadata,
     partition_window,
-    per_day_metadata,
-    range_metadata,
 )
 from resources.data_sources import DataSourceResource
 
@@ -118,11 +118,14 @@ def build_raw_asset(
             )
         else:
             days = checked[PARTITION_COLUMN] if partition_column else None
-            per_day_metadata(context, keys, days)
-            yield dg.Output(
-                frame,
-                metadata={**range_metadata(frame, keys, days), "source": dg.MetadataValue.text(label)},
+            source_label = {"source": dg.MetadataValue.text(label)}
+            metadata = partition_metadata(
+                context, keys, days,
+                lambda rows: {**frame_metadata(frame.iloc[rows]), **source_label},
+                summary=lambda: {"days": len(keys), "rows": len(frame),
+                                 "days without rows": len(set(keys) - set(days.unique()))},
             )
+            yield dg.Output(frame, metadata=metadata)
         for group in CHECK_GROUPS:
             outcome = outcomes[group]
             yield dg.AssetCheckResult(
