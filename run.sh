@@ -40,6 +40,21 @@ install() {
   echo "$stamp" > .venv/.install-stamp
 }
 
+# The browser test drives Debian's Chromium (never a downloaded browser): installed when missing.
+ensure_chromium() {
+  if command -v chromium >/dev/null 2>&1; then
+    return 0
+  fi
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "==> installing Debian's chromium for the browser test"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get install -y -q chromium >/dev/null 2>&1 || { apt-get update -q && apt-get install -y -q chromium; }
+  else
+    echo "warning: chromium is missing and cannot be installed here (needs root and apt-get):" \
+         "the browser test will fail when ML_PLATFORM_REQUIRE_SERVICES=1, skip otherwise" >&2
+  fi
+}
+
 export DAGSTER_HOME="${DAGSTER_HOME:-$ROOT/dagster_home}"
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 GX_ANALYTICS_ENABLED=false
 export TOKENIZERS_PARALLELISM=false DO_NOT_TRACK=1
@@ -53,6 +68,7 @@ case "$command" in
     ;;
   test)
     install
+    ensure_chromium
     # Imports go one way (contracts in pyproject.toml), then the suite.
     .venv/bin/lint-imports --no-cache
     exec .venv/bin/python -m pytest "$@"

@@ -2,9 +2,10 @@
 
 * Dagster: ``dagster dev -w workspace.yaml`` on ``127.0.0.1:$DAGSTER_PORT`` (default 3000; ``PORT``
   is still read for compatibility).
-* MLflow: for the embedded store (no ``MLFLOW_TRACKING_URI``), ``mlflow server`` over
-  ``.mlflow/mlflow.db`` on ``127.0.0.1:$MLFLOW_PORT`` (default 5000). With a tracking server
-  configured, nothing is started: links point at that server (or at ``MLFLOW_UI_URL``).
+* MLflow: for the embedded store (no ``MLFLOW_TRACKING_URI``, or a ``sqlite:///`` one), ``mlflow
+  server`` over that database (default ``.mlflow/mlflow.db``) on ``127.0.0.1:$MLFLOW_PORT`` (default
+  5000). With a tracking server configured, nothing is started: links point at that server (or at
+  ``MLFLOW_UI_URL``).
 
 Both processes get ``MLFLOW_UI_URL`` and ``DAGSTER_UI_URL``, so the assets' metadata links to the
 MLflow run, model version and reports, and MLflow runs link back to the Dagster run. Ctrl-C (or
@@ -84,14 +85,17 @@ def start(dagster_port: int, mlflow_port: int, *, env: dict[str, str] | None = N
         log_dir.mkdir(parents=True, exist_ok=True)
         outputs = {name: open(log_dir / f"{name}.log", "ab") for name in ("mlflow", "dagster")}  # noqa: SIM115
     mlflow_url = env.get("MLFLOW_UI_URL")
-    if not env.get("MLFLOW_TRACKING_URI"):
-        store = cwd / ".mlflow"  # ml_assets.config.paths.mlflow_dir()
-        store.mkdir(parents=True, exist_ok=True)
+    tracking_uri = env.get("MLFLOW_TRACKING_URI") or ""
+    if not tracking_uri.startswith(("http://", "https://")):
+        # an embedded store: the project's .mlflow/ (ml_assets.config.paths.mlflow_dir) or a sqlite URI
+        database = Path(tracking_uri[len("sqlite:///"):]) if tracking_uri.startswith("sqlite:///") \
+            else cwd / ".mlflow" / "mlflow.db"
+        database.parent.mkdir(parents=True, exist_ok=True)
         mlflow_url = f"http://{host}:{mlflow_port}"
         processes.append(subprocess.Popen(
             [str(BIN / "mlflow"), "server", "--host", host, "--port", str(mlflow_port), "--workers", "1",
-             "--backend-store-uri", f"sqlite:///{(store / 'mlflow.db').resolve()}",
-             "--default-artifact-root", (store / "artifacts").resolve().as_uri()],
+             "--backend-store-uri", f"sqlite:///{database.resolve()}",
+             "--default-artifact-root", (database.parent / "artifacts").resolve().as_uri()],
             cwd=cwd, env=env, start_new_session=True,
             stdout=outputs.get("mlflow"), stderr=subprocess.STDOUT if outputs else None,
         ))

@@ -75,7 +75,7 @@ def build_features_asset(spec: PipelineSpec, partitions_def: dg.PartitionsDefini
         def describe(rows) -> dict:
             part, known = frame.iloc[rows], label.iloc[rows]
             metadata = {
-                **frame_metadata(part, preview_columns=preview),
+                **frame_metadata(part, preview_columns=preview, descriptions=spec.features.descriptions),
                 "features": dg.MetadataValue.int(feature_count),
                 "label_known_rows": dg.MetadataValue.int(int(known.notna().sum())),
             }

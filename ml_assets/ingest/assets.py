@@ -37,16 +37,17 @@ def daily_partitions(spec: PipelineSpec) -> dg.DailyPartitionsDefinition | None:
 
 
 def check_metadata(outcome: CheckOutcome) -> dict[str, Any]:
-    """A validation check's metadata: counts, the table of failed rules and example rows."""
-    return {
+    """A validation check's metadata: counts and, only when rules failed, the table of failed rules
+    and example rows (a passing check shows no empty tables)."""
+    metadata: dict[str, Any] = {
         "expectations_evaluated": dg.MetadataValue.int(outcome.expectations),
         "failed": dg.MetadataValue.int(len(outcome.failures)),
         "unexpected_rows": dg.MetadataValue.int(outcome.unexpected_rows),
-        "failures": dg.MetadataValue.md(
-            markdown_table(outcome.failure_rows()) if outcome.failures else outcome.summary()
-        ),
-        "examples": dg.MetadataValue.json(outcome.examples()),
     }
+    if outcome.failures:
+        metadata["failures"] = dg.MetadataValue.md(markdown_table(outcome.failure_rows()))
+        metadata["examples"] = dg.MetadataValue.json(outcome.examples())
+    return metadata
 
 
 def build_raw_asset(

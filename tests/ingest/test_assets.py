@@ -130,6 +130,9 @@ def test_materialize_real_partitions_with_28_days_of_history(flights_spec, resou
     # 2013-03-08 was a snowstorm day in New York: most arrivals were late.
     assert materialization.metadata["positive_rate"].value == rounded((known > 15).mean()) == 0.792  # 4 digits
     assert materialization.metadata["label_known_rows"].value == len(known)
+    schema = {c.name: c.description for c in materialization.metadata["dagster/column_schema"].schema.columns}
+    assert schema["carrier"] == "Two-letter carrier code."  # from the YAML
+    assert schema["temp"].startswith("Temperature at the origin at the scheduled hour")
 
     # A range run records, for each day, what a run of that one day records.
     ranged = {

@@ -205,7 +205,7 @@ def test_injected_drift_on_real_days_launches_a_rolling_retrain_that_the_gate_de
     windows = metadata_of(retrain, "flights__training_set")["windows"]
     rows = [row[:3] for row in markdown_rows(windows)]
     assert ["test", "2013-03-12", "2013-03-18"] in rows and ["train", "2013-02-03", "2013-03-04"] in rows
-    decision = metadata_of(retrain, "flights__evaluation")
+    decision = metadata_of(retrain, "flights__model_evaluation")
     assert decision["champion_before"] == "1" and decision["alias"] in (CHAMPION, "challenger")
     assert decision["comparison_method"] == "paired_bootstrap" and 0.0 <= decision["p_value"] <= 1.0
     run = loop.instance.get_run_by_id(retrain.run_id)
