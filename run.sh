@@ -59,11 +59,21 @@ export DAGSTER_HOME="${DAGSTER_HOME:-$ROOT/dagster_home}"
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 GX_ANALYTICS_ENABLED=false
 export TOKENIZERS_PARALLELISM=false DO_NOT_TRACK=1
 
+# Links in asset metadata (and MLflow's links back to Dagster) point at the UIs `./run.sh dev` starts,
+# also for what `./run.sh main` materializes; a tracking server is its own UI.
+ui_links() {
+  export DAGSTER_UI_URL="${DAGSTER_UI_URL:-http://127.0.0.1:${DAGSTER_PORT:-${PORT:-3000}}}"
+  if [ -z "${MLFLOW_TRACKING_URI:-}" ]; then
+    export MLFLOW_UI_URL="${MLFLOW_UI_URL:-http://127.0.0.1:${MLFLOW_PORT:-5000}}"
+  fi
+}
+
 command="${1:-}"
 shift || true
 case "$command" in
   main)
     install
+    ui_links
     exec .venv/bin/python -m scripts.run_main "$@"
     ;;
   test)
