@@ -4,7 +4,8 @@
 #
 #   ./run.sh main    materialize the whole asset graph on the embedded defaults, then say where to look
 #   ./run.sh test    install the test and distributed extras, check the import contracts, run the test suite (args go to pytest)
-#   ./run.sh dev     start the Dagster UI (dagster dev) on 127.0.0.1:3000
+#   ./run.sh dev     start the Dagster UI (dagster dev, 127.0.0.1:$DAGSTER_PORT, default 3000) and the
+#                    MLflow UI (127.0.0.1:$MLFLOW_PORT, default 5000) together; Ctrl-C stops both
 #   ./run.sh worker  start a dagster-celery worker (ML_EXECUTOR=celery; README "Beyond one machine")
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")"
@@ -40,26 +41,52 @@ install() {
   echo "$stamp" > .venv/.install-stamp
 }
 
+# The browser test drives Debian's Chromium (never a downloaded browser): installed when missing.
+ensure_chromium() {
+  if command -v chromium >/dev/null 2>&1; then
+    return 0
+  fi
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "==> installing Debian's chromium for the browser test"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get install -y -q chromium >/dev/null 2>&1 || { apt-get update -q && apt-get install -y -q chromium; }
+  else
+    echo "warning: chromium is missing and cannot be installed here (needs root and apt-get):" \
+         "the browser test will fail when ML_PLATFORM_REQUIRE_SERVICES=1, skip otherwise" >&2
+  fi
+}
+
 export DAGSTER_HOME="${DAGSTER_HOME:-$ROOT/dagster_home}"
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 GX_ANALYTICS_ENABLED=false
 export TOKENIZERS_PARALLELISM=false DO_NOT_TRACK=1
+
+# Links in asset metadata (and MLflow's links back to Dagster) point at the UIs `./run.sh dev` starts,
+# also for what `./run.sh main` materializes; a tracking server is its own UI.
+ui_links() {
+  export DAGSTER_UI_URL="${DAGSTER_UI_URL:-http://127.0.0.1:${DAGSTER_PORT:-${PORT:-3000}}}"
+  if [ -z "${MLFLOW_TRACKING_URI:-}" ]; then
+    export MLFLOW_UI_URL="${MLFLOW_UI_URL:-http://127.0.0.1:${MLFLOW_PORT:-5000}}"
+  fi
+}
 
 command="${1:-}"
 shift || true
 case "$command" in
   main)
     install
+    ui_links
     exec .venv/bin/python -m scripts.run_main "$@"
     ;;
   test)
     install
+    ensure_chromium
     # Imports go one way (contracts in pyproject.toml), then the suite.
     .venv/bin/lint-imports --no-cache
     exec .venv/bin/python -m pytest "$@"
     ;;
   dev)
     install
-    exec .venv/bin/dagster dev -w workspace.yaml -h 127.0.0.1 -p "${PORT:-3000}" "$@"
+    exec .venv/bin/python -m scripts.dev "$@"
     ;;
   worker)
     install
@@ -69,7 +96,7 @@ case "$command" in
       --name "${WORKER_NAME:-worker-$(hostname)}" -- --concurrency="${WORKER_CONCURRENCY:-2}" "$@"
     ;;
   *)
-    sed -n '2,8p' "$0" >&2
+    sed -n '2,11p' "$0" >&2
     exit 2
     ;;
 esac

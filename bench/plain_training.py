@@ -9,7 +9,7 @@ the MLflow store is ``sqlite:///WORKDIR/mlflow.db`` with artifacts under ``WORKD
 model is registered as ``flights_delay``; best_iteration, the threshold and the test metrics are
 printed as one JSON line (and written to RESULT_JSON when given).
 
-What it does, as the Dagster ``flights/training_set`` -> ``flights/model`` -> ``flights/evaluation``
+What it does, as the Dagster ``flights/training_set`` -> ``flights/model`` -> ``flights/model_evaluation``
 steps with ``FLIGHTS_TUNING_TRIALS=0`` do:
 
 * reads the 365 daily files in day order (as the parquet IO manager concatenates the partitions),

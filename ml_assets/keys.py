@@ -1,7 +1,7 @@
 """Every name the graph shows, defined once: asset keys, groups, jobs, check names and run tags.
 
 A tabular pipeline named ``p`` gets ``p/raw_<source>`` and ``p/features`` (group ``p``),
-``p/training_set``, ``p/model`` and ``p/evaluation`` (group ``p_training``), ``p/predictions``
+``p/training_set``, ``p/model`` and ``p/model_evaluation`` (group ``p_training``), ``p/predictions``
 (group ``p_scoring``) and ``p/reference`` and ``p/drift_report`` (group ``p_monitoring``). Stage
 assets, sensors and the main job take their names from here.
 """
@@ -54,7 +54,7 @@ class PipelineKeys:
 
     @property
     def evaluation(self) -> dg.AssetKey:
-        return self.asset("evaluation")
+        return self.asset("model_evaluation")
 
     @property
     def predictions(self) -> dg.AssetKey:
@@ -131,7 +131,7 @@ FEWSHOT_JOB = "fewshot_job"
 FEWSHOT_EXAMPLES = dg.AssetKey(["fewshot", "examples"])
 FEWSHOT_HOLDOUT = dg.AssetKey(["fewshot", "holdout_examples"])
 FEWSHOT_EMBEDDINGS = dg.AssetKey(["fewshot", "example_embeddings"])
-FEWSHOT_EVALUATION = dg.AssetKey(["fewshot", "evaluation"])
+FEWSHOT_EVALUATION = dg.AssetKey(["fewshot", "fewshot_evaluation"])
 TEXT_NOT_EMPTY_CHECK = "text_not_empty"
 LABELS_KNOWN_CHECK = "labels_known"
 TEXT_LENGTH_CHECK = "text_length"

@@ -6,6 +6,7 @@ tables and inline plots, and the failure that says "this is a data problem: do n
 from __future__ import annotations
 
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import dagster as dg
@@ -47,57 +48,104 @@ def png_markdown(paths: dict[str, Path]) -> str:
     return "\n\n".join(parts)
 
 
-def frame_metadata(frame, *, preview_columns: list[str] | None = None) -> dict[str, Any]:
-    """Row count, schema, null counts and a preview of a DataFrame, as typed Dagster metadata."""
+def rounded(value: float, digits: int = 4) -> float:
+    """``value`` to ``digits`` significant digits, for people (0.12815338 -> 0.1282)."""
+    import math
+
+    value = float(value)
+    if value == 0 or not math.isfinite(value):
+        return value
+    return round(value, digits - 1 - int(math.floor(math.log10(abs(value)))))
+
+
+def float_value(value: float) -> dg.MetadataValue:
+    """A float metadata value rounded to 4 significant digits."""
+    return dg.MetadataValue.float(rounded(value))
+
+
+def null_count_table(nulls) -> str:
+    """A markdown table of the columns with missing values (``nulls``: counts by column name)."""
+    rows = [{"column": str(name), "nulls": int(count)} for name, count in nulls.items() if count]
+    return markdown_table(rows) if rows else "No nulls."
+
+
+def frame_metadata(
+    frame, *, preview_columns: list[str] | None = None, descriptions: dict[str, str] | None = None
+) -> dict[str, Any]:
+    """Row count, schema (with each column's description, when known, and its null count), null
+    counts and a preview of a DataFrame, as typed Dagster metadata."""
     nulls = frame.isna().sum()
+    descriptions = descriptions or {}
+
+    def describe(name: Any) -> str:
+        text = descriptions.get(str(name), "")
+        count = int(nulls[name])
+        return f"{text} ({count} null)" if text and count else text or (f"{count} null" if count else "")
+
     columns = [
-        dg.TableColumn(name=str(name), type=str(dtype), description=f"{int(nulls[name])} null")
+        dg.TableColumn(name=str(name), type=str(dtype), description=describe(name) or None)
         for name, dtype in frame.dtypes.items()
     ]
     preview = frame if preview_columns is None else frame[[c for c in preview_columns if c in frame]]
-    null_rows = [f"| {name} | {int(count)} |" for name, count in nulls.items() if count]
     return {
         "dagster/row_count": dg.MetadataValue.int(len(frame)),
         "dagster/column_schema": dg.TableSchema(columns=columns),
-        "null_counts": dg.MetadataValue.md(
-            "| column | nulls |\n| --- | --- |\n" + "\n".join(null_rows) if null_rows else "No nulls."
-        ),
-        "preview": dg.MetadataValue.md(preview.head(PREVIEW_ROWS).to_markdown(index=False))
+        "null_counts": dg.MetadataValue.md(null_count_table(nulls)),
+        "preview": dg.MetadataValue.md(preview.head(PREVIEW_ROWS).to_markdown(index=False, floatfmt=".4g"))
         if len(frame)
         else dg.MetadataValue.md("(no rows)"),
     }
 
 
-def range_metadata(frame, partition_keys: list[str] | None, days) -> dict[str, Any]:
-    """Metadata for a run's output: per-day row counts in a range run, whole-frame figures otherwise.
+#: The one run-wide summary of a range run, on its last partition only.
+RUN_SUMMARY = "run_summary"
 
-    In a run over several days the output metadata is attached to every day's materialization, so
-    whole-run figures are named ``run_*`` and each day gets its own ``dagster/row_count`` through
-    ``add_asset_metadata(partition_key=...)`` (see ``per_day_metadata``).
+
+def partition_metadata(
+    context: dg.AssetExecutionContext,
+    keys: list[str] | None,
+    days,
+    describe: Callable[[Any], dict[str, Any]],
+    summary: Callable[[], dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """Each partition's own metadata, equal to what a run of that one partition records.
+
+    ``describe(rows)`` returns the metadata of the output rows at positions ``rows`` (for
+    ``frame.iloc[rows]``; ``days`` gives each row's partition). An unpartitioned or one-partition run
+    gets ``describe(slice(None))`` (every row) back, to put on its output.
+    A run over several partitions attaches ``describe`` of each partition's rows to that partition
+    (``context.add_asset_metadata(partition_key=...)``), ``summary()`` once, as ``run_summary`` on the
+    last partition, and returns ``{}``: output metadata would be repeated on every partition.
     """
-    metadata = frame_metadata(frame)
-    if partition_keys is None or len(partition_keys) == 1 or days is None:
-        return metadata
-    row_count = metadata.pop("dagster/row_count")
-    return {
-        **metadata,
-        "run_rows": row_count,
-        "run_days": dg.MetadataValue.int(len(partition_keys)),
-        "run_days_without_rows": dg.MetadataValue.int(len(set(partition_keys) - set(days.unique()))),
-    }
+    import numpy as np
+
+    if keys is None or len(keys) == 1 or days is None:
+        return describe(slice(None))
+    positions = {day: np.asarray(index) for day, index in
+                 _group_positions(np.asarray(days.astype(str))).items()}
+    empty = np.arange(0)
+    for day in keys:
+        context.add_asset_metadata(describe(positions.get(day, empty)), partition_key=day)
+    if summary is not None:
+        add_run_summary(context, keys, summary())
+    return {}
 
 
-def per_day_metadata(context: dg.AssetExecutionContext, partition_keys: list[str] | None, days, extra=None) -> None:
-    """Give each day of a range run its own row count (and any per-day ``extra`` series)."""
-    if partition_keys is None or len(partition_keys) == 1 or days is None:
-        return
-    counts = days.value_counts()
-    for day in partition_keys:
-        metadata: dict[str, Any] = {"dagster/row_count": dg.MetadataValue.int(int(counts.get(day, 0)))}
-        for name, series in (extra or {}).items():
-            if day in series.index and series[day] == series[day]:  # skip NaN
-                metadata[name] = dg.MetadataValue.float(float(series[day]))
-        context.add_asset_metadata(metadata, partition_key=day)
+def add_run_summary(context: dg.AssetExecutionContext, keys: list[str], figures: dict[str, Any]) -> None:
+    """The whole run's ``figures`` once, as ``run_summary`` on the last partition of a range run."""
+    context.add_asset_metadata(
+        {RUN_SUMMARY: dg.MetadataValue.md(
+            f"Run over {describe_partitions(keys)}: figures of the whole run, not of this day.\n\n"
+            + markdown_table([figures])
+        )},
+        partition_key=keys[-1],
+    )
+
+
+def _group_positions(values) -> dict[str, Any]:
+    import pandas as pd
+
+    return pd.Series(range(len(values))).groupby(values).groups
 
 
 def partition_window(context: dg.AssetExecutionContext) -> Window | None:

@@ -42,7 +42,10 @@ def build_resources(
     return {
         "data_source": DataSourceResource(base_dir=base_dir),
         "parquet_io_manager": PartitionedParquetIOManager(base_dir=str(Path(data_dir) / "assets")),
-        "tracking": MlflowTracking(tracking_uri=optional_env("MLFLOW_TRACKING_URI"), local_dir=mlflow_dir),
+        "tracking": MlflowTracking(
+            tracking_uri=optional_env("MLFLOW_TRACKING_URI"), local_dir=mlflow_dir,
+            ui_url=optional_env("MLFLOW_UI_URL"), dagster_ui_url=optional_env("DAGSTER_UI_URL"),
+        ),
         "embedder": SentenceTransformerEmbedder(**embedder),
         "vector_store": QdrantVectorStore(
             path=qdrant_path, url=optional_env("QDRANT_URL"), api_key=optional_env("QDRANT_API_KEY"),

@@ -49,6 +49,21 @@ class MlflowTracking(dg.ConfigurableResource):
         description="Artifact root for new experiments; default <local_dir>/artifacts in local mode.",
     )
 
+    ui_url: str | None = Field(
+        default=None,
+        description=(
+            "Base URL of the MLflow UI that the links in the Dagster UI point at (MLFLOW_UI_URL;"
+            " `./run.sh dev` sets it to the MLflow UI it starts for the embedded store). Default: the"
+            " tracking URI when it is an http(s) server; no links otherwise."
+        ),
+    )
+    dagster_ui_url: str | None = Field(
+        default=None,
+        description=(
+            "Base URL of the Dagster UI (DAGSTER_UI_URL; set by `./run.sh dev`): MLflow runs and model"
+            " versions link back to the Dagster run that made them."
+        ),
+    )
     request_retries: int = Field(
         default=2,
         ge=0,
@@ -198,19 +213,55 @@ class MlflowTracking(dg.ConfigurableResource):
 
         mlflow.log_dict(dict(data), artifact_file)
 
-    def run_url_for(self, experiment_id: str, run_id: str) -> str | None:
-        """A link to a run in the MLflow UI when the tracking URI is an http(s) server."""
+    def ui_base(self) -> str | None:
+        """The MLflow UI's base URL for links: ``ui_url``, else an http(s) tracking server, else None."""
+        if self.ui_url:
+            return self.ui_url.rstrip("/")
         uri = self.display_uri()
-        if not uri.startswith(("http://", "https://")):
+        return uri.rstrip("/") if uri.startswith(("http://", "https://")) else None
+
+    def run_url_for(self, experiment_id: str, run_id: str) -> str | None:
+        """A link to a run in the MLflow UI (None when there is no UI to link to)."""
+        base = self.ui_base()
+        return f"{base}/#/experiments/{experiment_id}/runs/{run_id}" if base else None
+
+    def artifacts_url(self, experiment_id: str, run_id: str, path: str = "") -> str | None:
+        """A link to a run's artifacts (or to one artifact, which the MLflow UI previews: HTML
+        reports and images render in the page)."""
+        base = self.ui_base()
+        if not base:
             return None
-        return f"{uri.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"
+        return f"{base}/#/experiments/{experiment_id}/runs/{run_id}/artifacts" + (
+            f"/{urllib.parse.quote(path.strip('/'))}" if path else ""
+        )
 
     def model_version_url(self, model_name: str, version: str | int) -> str | None:
-        """A link to a registered model version in the MLflow UI (http(s) servers only)."""
-        uri = self.display_uri()
-        if not uri.startswith(("http://", "https://")):
+        """A link to a registered model version in the MLflow UI."""
+        base = self.ui_base()
+        if not base:
             return None
-        return f"{uri.rstrip('/')}/#/models/{model_name}/versions/{version}"
+        return f"{base}/#/models/{urllib.parse.quote(model_name)}/versions/{version}"
+
+    def dagster_run_url(self, run_id: str) -> str | None:
+        """The Dagster UI's page of run ``run_id``, when ``dagster_ui_url`` is set."""
+        return f"{self.dagster_ui_url.rstrip('/')}/runs/{run_id}" if self.dagster_ui_url else None
+
+    def run_links(self, experiment_id: str, run_id: str) -> dict[str, Any]:
+        """``mlflow_run_url`` and ``mlflow_artifacts_url`` links to a run, and its id as text."""
+        metadata: dict[str, Any] = {"mlflow_run_id": dg.MetadataValue.text(run_id)}
+        for name, url in (("mlflow_run_url", self.run_url_for(experiment_id, run_id)),
+                          ("mlflow_artifacts_url", self.artifacts_url(experiment_id, run_id))):
+            if url:
+                metadata[name] = dg.MetadataValue.url(url)
+        return metadata
+
+    def dagster_tags(self, run_id: str) -> dict[str, str]:
+        """Tags that tie an MLflow run or model version to the Dagster run that made it."""
+        tags = {"dagster_run_id": run_id}
+        url = self.dagster_run_url(run_id)
+        if url:
+            tags["dagster_run_url"] = url
+        return tags
 
 
 class MlflowUnavailableError(RuntimeError):

@@ -220,10 +220,9 @@ def main() -> None:
     total = time.monotonic() - started
     print(f"""
 ==> where to look
-    Dagster UI:   ./run.sh dev      (then open http://127.0.0.1:3000; same as
-                  DAGSTER_HOME={home} .venv/bin/dagster dev -w workspace.yaml -h 127.0.0.1)
-    MLflow UI:    .venv/bin/mlflow ui --backend-store-uri sqlite:///{REPO_ROOT}/.mlflow/mlflow.db \\
-                      --default-artifact-root {REPO_ROOT}/.mlflow/artifacts --host 127.0.0.1
+    Dagster UI:   ./run.sh dev      (starts both UIs: open http://127.0.0.1:3000; the assets'
+    MLflow UI:                       links open the MLflow UI it starts on http://127.0.0.1:5000,
+                                     over {REPO_ROOT}/.mlflow; DAGSTER_HOME={home})
     Asset data:   {data_dir() / 'assets'}
     Run logs:     {log_dir}
 

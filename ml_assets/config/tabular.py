@@ -211,6 +211,10 @@ class Features(Strict):
     params: dict[str, Any] = Field(
         default_factory=dict, description="Keyword arguments for the feature function."
     )
+    descriptions: dict[str, str] = Field(
+        default_factory=dict,
+        description="What each column means, by name: shown in the column schema of the features asset.",
+    )
 
     @model_validator(mode="after")
     def _no_leaks(self) -> Features:

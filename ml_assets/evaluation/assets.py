@@ -12,7 +12,7 @@ import dagster as dg
 
 from ml_assets.config.tabular import PipelineSpec
 from ml_assets.keys import MIN_R2_CHECK, MIN_ROC_AUC_CHECK, pipeline_keys
-from ml_assets.metadata import MLFLOW_RETRY, data_failure, markdown_table, png_markdown
+from ml_assets.metadata import MLFLOW_RETRY, data_failure, float_value, markdown_table, png_markdown, rounded
 from ml_assets.training.registry import CHALLENGER, CHAMPION, EVALUATION_TAG
 from resources.tracking import MlflowTracking
 
@@ -32,37 +32,66 @@ def log_report(tracking: MlflowTracking, run_id: str, report: Any) -> None:
             mlflow.log_artifact(str(path), "evaluation/plots")
 
 
+def shown_p_value(p_value: float, resamples: int | None = None) -> str:
+    """A p-value for people: ``< 1/B`` when none of B bootstrap resamples reached the observed
+    difference (the estimate is then 1/(B+1)), ``< 1e-16`` for an underflow, else 4 digits."""
+    if resamples and p_value <= 1.0 / (resamples + 1) + 1e-15:
+        return f"< 1/{resamples} (no resample reached the observed difference)"
+    if p_value < 1e-16:
+        return "< 1e-16"
+    return f"{rounded(p_value):g}"
+
+
 def report_metadata(report: Any, classification: bool) -> dict[str, Any]:
+    """Typed, rounded metadata of an evaluation report: each metric once, as its own number."""
     metrics = report.metrics
     columns = ["model", *[c for c in ("roc_auc", "pr_auc", "log_loss", "brier", "rmse", "mae", "r2")
                           if c in report.baseline_rows[0]]]
     metadata: dict[str, Any] = {
         "decision": dg.MetadataValue.text(report.decision.reason),
-        "metrics": dg.MetadataValue.json(dict(metrics)),
         "baselines": dg.MetadataValue.md(markdown_table([{c: r.get(c) for c in columns} for r in report.baseline_rows])),
     }
     names = ("roc_auc", "pr_auc", "log_loss", "brier", "precision", "recall", "f1", "ece", "threshold") \
         if classification else ("rmse", "mae", "r2")
     for name in names:
         if metrics.get(name) is not None:
-            metadata[f"test_{name}"] = dg.MetadataValue.float(float(metrics[name]))
+            metadata[f"test_{name}"] = float_value(metrics[name])
     if report.versus:
+        rows = []
         for row, name in zip(report.baseline_rows[1:], ("naive", "logistic")):
-            metadata[f"{name}_baseline_roc_auc"] = dg.MetadataValue.float(float(row["roc_auc"]))
-            metadata[f"vs_{name}_delta_auc"] = dg.MetadataValue.float(float(report.versus[name]["delta_auc"]))
-            metadata[f"vs_{name}_p_value"] = dg.MetadataValue.float(float(report.versus[name]["p_value"]))
+            versus = report.versus[name]
+            metadata[f"{name}_baseline_roc_auc"] = float_value(row["roc_auc"])
+            metadata[f"vs_{name}_delta_auc"] = float_value(versus["delta_auc"])
+            metadata[f"vs_{name}_p_value"] = float_value(versus["p_value"])
+            rows.append({"baseline": name, "baseline roc_auc": row["roc_auc"], "delta auc": versus["delta_auc"],
+                         "p-value (DeLong)": shown_p_value(versus["p_value"])})
+        metadata["versus_baselines"] = dg.MetadataValue.md(markdown_table(rows))
     comparison = report.comparison
     if comparison is not None:
         effect = "delta_auc" if classification else "delta_mse"
+        resamples = comparison.get("n_boot") if comparison["method"] == "paired_bootstrap" else None
         metadata |= {
             "comparison_method": dg.MetadataValue.text(str(comparison["method"])),
-            "effect_size": dg.MetadataValue.float(float(comparison[effect])),
-            "p_value": dg.MetadataValue.float(float(comparison["p_value"])),
+            "effect_size": float_value(comparison[effect]),
+            "p_value": float_value(comparison["p_value"]),
+            "p_value_shown": dg.MetadataValue.text(shown_p_value(float(comparison["p_value"]), resamples)),
         }
         if "ci_low" in comparison:
-            metadata["ci_low"] = dg.MetadataValue.float(float(comparison["ci_low"]))
-            metadata["ci_high"] = dg.MetadataValue.float(float(comparison["ci_high"]))
+            metadata["ci_low"] = float_value(comparison["ci_low"])
+            metadata["ci_high"] = float_value(comparison["ci_high"])
     return metadata
+
+
+def record_decision(tracking: MlflowTracking, model: Any, reason: str, dagster_run_id: str) -> None:
+    """The gate's decision appended to the model version's and the run's descriptions, and the
+    evaluating Dagster run tagged on the version."""
+    client = tracking.client()
+    version = client.get_model_version(model.name, model.version)
+    description = f"{version.description or ''}\n\nEvaluation gate: {reason}".strip()
+    client.update_model_version(model.name, model.version, description=description)
+    client.set_tag(model.run_id, "mlflow.note.content", description)
+    for key, value in tracking.dagster_tags(dagster_run_id).items():
+        client.set_model_version_tag(model.name, model.version, f"evaluation_{key}", value)
 
 
 def build_evaluation_asset(spec: PipelineSpec, retry_policy: dg.RetryPolicy = MLFLOW_RETRY) -> dg.AssetsDefinition:
@@ -123,6 +152,7 @@ def build_evaluation_asset(spec: PipelineSpec, retry_policy: dg.RetryPolicy = ML
         if moved:
             client.set_registered_model_alias(name, moved, model.version)
         client.set_model_version_tag(name, model.version, EVALUATION_TAG, report.decision.reason)
+        record_decision(tracking, model, report.decision.reason, context.run.run_id)
         context.log.info(report.decision.reason)
         metadata = {
             "model_version": dg.MetadataValue.text(model.version),
@@ -133,12 +163,13 @@ def build_evaluation_asset(spec: PipelineSpec, retry_policy: dg.RetryPolicy = ML
             "champion_before": dg.MetadataValue.text(str(before.version) if before is not None else "none"),
             "plots": dg.MetadataValue.md(plots),
         }
-        url = tracking.model_version_url(name, model.version)
-        if url:
-            metadata["model_version_url"] = dg.MetadataValue.url(url)
+        metadata |= tracking.run_links(model.experiment_id, model.run_id)
+        links = {"model_version_url": tracking.model_version_url(name, model.version),
+                 "plots_url": tracking.artifacts_url(model.experiment_id, model.run_id, "evaluation/plots")}
+        metadata |= {key: dg.MetadataValue.url(url) for key, url in links.items() if url}
         check_result = dg.AssetCheckResult(
             check_name=gate_name, passed=bool(report.passed), severity=dg.AssetCheckSeverity.ERROR,
-            metadata={f"test_{'roc_auc' if classification else 'r2'}": dg.MetadataValue.float(report.headline),
+            metadata={f"test_{'roc_auc' if classification else 'r2'}": float_value(report.headline),
                       "minimum": dg.MetadataValue.float(float(gate_floor)),
                       "model_version": dg.MetadataValue.text(model.version)},
             description=(f"test {gate_metric} {report.headline:.4f} >= {gate_floor:g}" if report.passed

@@ -7,7 +7,7 @@ from ml_assets.config.tabular import PARTITION_COLUMN, PipelineSpec
 from ml_assets.execution import backfill_policy
 from ml_assets.features.functions import get_feature_function
 from ml_assets.keys import pipeline_keys
-from ml_assets.metadata import frame_metadata, partition_keys, per_day_metadata
+from ml_assets.metadata import float_value, frame_metadata, partition_keys, partition_metadata, rounded
 
 
 def source_inputs(spec: PipelineSpec, partitions_def: dg.PartitionsDefinition | None) -> dict[str, dg.AssetIn]:
@@ -70,23 +70,25 @@ def build_features_asset(spec: PipelineSpec, partitions_def: dg.PartitionsDefini
                     context.log.warning(f"{name}.{column}: {count} value(s) outside the YAML range treated as missing")
         frame = feature_fn(sources, days, spec, **spec.features.params)
         label = frame[spec.target.name]
-        days_column = frame[PARTITION_COLUMN] if days else None
-        per_day = {}
-        if spec.target.task == "classification" and days:
-            per_day["positive_rate"] = label.groupby(days_column).mean()
-        per_day_metadata(context, days, days_column, per_day)
-        metadata = {
-            **frame_metadata(frame, preview_columns=[PARTITION_COLUMN, *spec.features.categorical, spec.target.name]),
-            "features": dg.MetadataValue.int(len(spec.features.numeric) + len(spec.features.categorical)),
-            "label_known_rows": dg.MetadataValue.int(int(label.notna().sum())),
-        }
-        if days and len(days) > 1:
-            metadata["run_rows"] = metadata.pop("dagster/row_count")
-            metadata["run_days"] = dg.MetadataValue.int(len(days))
-            metadata["run_label_known_rows"] = metadata.pop("label_known_rows")
-        if spec.target.task == "classification" and label.notna().any():
-            key = "run_positive_rate" if days and len(days) > 1 else "positive_rate"
-            metadata[key] = dg.MetadataValue.float(float(label.mean()))
+        preview = [PARTITION_COLUMN, *spec.features.categorical, spec.target.name]
+        feature_count = len(spec.features.numeric) + len(spec.features.categorical)
+
+        def describe(rows) -> dict:
+            part, known = frame.iloc[rows], label.iloc[rows]
+            metadata = {
+                **frame_metadata(part, preview_columns=preview, descriptions=spec.features.descriptions),
+                "features": dg.MetadataValue.int(feature_count),
+                "label_known_rows": dg.MetadataValue.int(int(known.notna().sum())),
+            }
+            if spec.target.task == "classification" and known.notna().any():
+                metadata["positive_rate"] = float_value(known.mean())
+            return metadata
+
+        def summary() -> dict:
+            return {"days": len(days), "rows": len(frame), "label known rows": int(label.notna().sum()),
+                    **({"positive rate": rounded(label.mean())} if spec.target.task == "classification" else {})}
+
+        metadata = partition_metadata(context, days, frame[PARTITION_COLUMN] if days else None, describe, summary)
         context.log.info(f"built {len(frame)} feature rows for {len(days) if days else 'all'} day(s)")
         return dg.Output(frame, metadata=metadata)
 

@@ -301,7 +301,8 @@ def build_evaluation_asset(spec: FewshotSpec) -> dg.AssetsDefinition:
         with tracking.start_run(
             evaluation.experiment,
             run_name=f"{spec.name}-{context.run.run_id[:8]}",
-            tags={"dagster.run_id": context.run.run_id, "dagster.asset_key": FEWSHOT_EVALUATION.to_user_string()},
+            tags={**tracking.dagster_tags(context.run.run_id),
+                  "dagster.asset_key": FEWSHOT_EVALUATION.to_user_string()},
         ) as run:
             tracking.log_params(run_params)
             tracking.log_metrics(metrics)
@@ -315,13 +316,9 @@ def build_evaluation_asset(spec: FewshotSpec) -> dg.AssetsDefinition:
             "collection": result.collection,
             "summary": metrics_table(metrics),
             "sample_prompt": dg.MetadataValue.md(f"```\n{sample_prompt.as_text()[:3000]}\n```"),
-            "mlflow_run_id": run_id,
-            "mlflow_experiment_id": experiment_id,
-            "mlflow_tracking_uri": tracking.resolved_tracking_uri(),
+            **tracking.run_links(experiment_id, run_id),
+            "mlflow_tracking_uri": tracking.display_uri(),
         }
-        url = tracking.run_url_for(experiment_id, run_id)
-        if url:
-            metadata["mlflow_run"] = dg.MetadataValue.url(url)
         context.log.info(
             "few-shot evaluation: " + ", ".join(f"{k}={v:.4f}" for k, v in metrics.items())
         )

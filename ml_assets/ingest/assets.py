@@ -16,10 +16,10 @@ from ml_assets.keys import pipeline_keys
 from ml_assets.metadata import (
     describe_partitions,
     markdown_table,
+    frame_metadata,
     partition_keys,
+    partition_metadata,
     partition_window,
-    per_day_metadata,
-    range_metadata,
 )
 from resources.data_sources import DataSourceResource
 
@@ -38,16 +38,17 @@ def daily_partitions(spec: PipelineSpec) -> dg.DailyPartitionsDefinition | None:
 
 
 def check_metadata(outcome: CheckOutcome) -> dict[str, Any]:
-    """A validation check's metadata: counts, the table of failed rules and example rows."""
-    return {
+    """A validation check's metadata: counts and, only when rules failed, the table of failed rules
+    and example rows (a passing check shows no empty tables)."""
+    metadata: dict[str, Any] = {
         "expectations_evaluated": dg.MetadataValue.int(outcome.expectations),
         "failed": dg.MetadataValue.int(len(outcome.failures)),
         "unexpected_rows": dg.MetadataValue.int(outcome.unexpected_rows),
-        "failures": dg.MetadataValue.md(
-            markdown_table(outcome.failure_rows()) if outcome.failures else outcome.summary()
-        ),
-        "examples": dg.MetadataValue.json(outcome.examples()),
     }
+    if outcome.failures:
+        metadata["failures"] = dg.MetadataValue.md(markdown_table(outcome.failure_rows()))
+        metadata["examples"] = dg.MetadataValue.json(outcome.examples())
+    return metadata
 
 
 def build_raw_asset(
@@ -119,11 +120,14 @@ def build_raw_asset(
             )
         else:
             days = checked[PARTITION_COLUMN] if partition_column else None
-            per_day_metadata(context, keys, days)
-            yield dg.Output(
-                frame,
-                metadata={**range_metadata(frame, keys, days), "source": dg.MetadataValue.text(label)},
+            source_label = {"source": dg.MetadataValue.text(label)}
+            metadata = partition_metadata(
+                context, keys, days,
+                lambda rows: {**frame_metadata(frame.iloc[rows]), **source_label},
+                summary=lambda: {"days": len(keys), "rows": len(frame),
+                                 "days without rows": len(set(keys) - set(days.unique()))},
             )
+            yield dg.Output(frame, metadata=metadata)
         for group in CHECK_GROUPS:
             outcome = outcomes[group]
             yield dg.AssetCheckResult(

@@ -24,7 +24,7 @@ from ml_assets.config.paths import data_dir
 from ml_assets.config.tabular import PARTITION_COLUMN, SPLIT_COLUMN, PipelineSpec
 from ml_assets.execution import backfill_policy, launch_tags, small_run_executor
 from ml_assets.keys import DATA_DRIFT_CHECK, PREDICTION_DRIFT_CHECK, pipeline_keys
-from ml_assets.metadata import data_failure, markdown_table, partition_keys
+from ml_assets.metadata import add_run_summary, data_failure, float_value, markdown_table, partition_keys
 from ml_assets.training.registry import CHAMPION
 from resources.tracking import MlflowTracking
 
@@ -102,13 +102,16 @@ class DriftRunConfig(dg.Config):
     render_html: bool = False  # render the full HTML report for every day of the run
 
 
-def day_metadata(day: Any) -> dict[str, Any]:
-    """One day's drift as typed metadata (``day`` is a ``reports.DayDrift``)."""
+def day_metadata(day: Any, report_url: str | None = None) -> dict[str, Any]:
+    """One day's drift as typed metadata (``day`` is a ``reports.DayDrift``): verdicts, the
+    per-column score table (method, score, threshold, drifted yes/no) and, when rendered, the HTML
+    report: ``html_report`` links to it in the MLflow UI (``report_url``), ``html_report_file`` is
+    the local copy."""
     from ml_assets.monitoring.reports import score_rows
 
     result = day.result
     metadata: dict[str, Any] = {
-        "share_drifted": dg.MetadataValue.float(float(result.share_drifted)),
+        "share_drifted": float_value(result.share_drifted),
         "data_drift": dg.MetadataValue.bool(bool(result.data_drift)),
         "drifted_columns": dg.MetadataValue.text(", ".join(result.drifted_columns) or "none"),
         "prediction_drift": dg.MetadataValue.bool(bool(result.prediction_drift)),
@@ -118,9 +121,11 @@ def day_metadata(day: Any) -> dict[str, Any]:
         "scores": dg.MetadataValue.md(markdown_table(score_rows(result))),
     }
     if result.prediction_score is not None:
-        metadata["prediction_score"] = dg.MetadataValue.float(float(result.prediction_score))
+        metadata["prediction_score"] = float_value(result.prediction_score)
+    if report_url:
+        metadata["html_report"] = dg.MetadataValue.url(report_url)
     if day.html is not None:
-        metadata["html_report"] = dg.MetadataValue.path(str(day.html))
+        metadata["html_report_file"] = dg.MetadataValue.path(str(day.html))
         metadata["html_bytes"] = dg.MetadataValue.int(day.html.stat().st_size)
     return metadata
 
@@ -177,30 +182,36 @@ def build_drift_asset(
             reference, features, predictions, days, spec.sources[spec.primary_source].entity_key, drift_config,
             render=render, report_folder=data_dir() / "reports" / spec.name / "drift", log=context.log.warning,
         )
-        single_day: dict[str, Any] = {}
-        for day in reports:
-            if len(days) > 1:
-                context.add_asset_metadata(day_metadata(day), partition_key=day.day)
-            else:
-                single_day = day_metadata(day)
         html = [d.html for d in reports if d.html is not None]
+        links: dict[str, str] = {}
         if html:
             with tracking.start_run(f"{spec.name}-monitoring", run_name=f"drift-{days[0]}..{days[-1]}",
-                                    tags={"pipeline": spec.name, "dagster_run_id": context.run.run_id}):
+                                    tags={"pipeline": spec.name, **tracking.dagster_tags(context.run.run_id)}) as run:
                 import mlflow
 
                 for path in html:
                     mlflow.log_artifact(str(path), "drift_reports")
+            for day in reports:
+                url = day.html and tracking.artifacts_url(run.info.experiment_id, run.info.run_id,
+                                                          f"drift_reports/{day.html.name}")
+                if url:
+                    links[day.day] = url
         alarms = {"data": [d.day for d in reports if d.result.data_drift],
                   "prediction": [d.day for d in reports if d.result.prediction_drift]}
         checked = len(reports)
-        yield dg.Output(drift_frame(reports), metadata={
-            **single_day,
-            "run_days" if len(days) > 1 else "days": dg.MetadataValue.int(checked),
-            "data_drift_days": dg.MetadataValue.text(", ".join(alarms["data"]) or "none"),
-            "prediction_drift_days": dg.MetadataValue.text(", ".join(alarms["prediction"]) or "none"),
-            "html_reports": dg.MetadataValue.int(len(html)),
-        })
+        output_metadata: dict[str, Any] = {}
+        if len(days) > 1:
+            # each day its own figures; the run's totals once, on the last day
+            for day in reports:
+                context.add_asset_metadata(day_metadata(day, links.get(day.day)), partition_key=day.day)
+            add_run_summary(context, days, {
+                "days checked": checked, "html reports": len(html),
+                "data drift days": ", ".join(alarms["data"]) or "none",
+                "prediction drift days": ", ".join(alarms["prediction"]) or "none",
+            })
+        elif reports:
+            output_metadata = day_metadata(reports[0], links.get(reports[0].day))
+        yield dg.Output(drift_frame(reports), metadata=output_metadata)
         for check, name in ((DATA_DRIFT_CHECK, "data"), (PREDICTION_DRIFT_CHECK, "prediction")):
             failing = alarms[name]
             yield dg.AssetCheckResult(

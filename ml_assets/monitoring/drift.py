@@ -394,6 +394,7 @@ def render_html(reference: Reference, current, config: DriftConfig = DriftConfig
     call on request only, not in the daily check."""
     with evidently_import_warnings_silenced():
         from evidently import Dataset, Report
+        from evidently.metrics import ValueDrift
         from evidently.presets import DataDriftPreset
 
     data, _, prediction = _prepare(reference, current, config)
@@ -401,21 +402,25 @@ def render_html(reference: Reference, current, config: DriftConfig = DriftConfig
     keep = [c for c in data.columns if data[c].notna().any()]
     numeric = [c for c in keep if c not in columns.categorical]
     categorical = [c for c in keep if c in columns.categorical]
-    per_method = {c: config.method_for(columns.type_of(c)) for c in keep}
-    per_threshold = {c: config.threshold_for(c, columns.type_of(c)) for c in keep}
-    if prediction in keep:
-        per_method[prediction] = config.prediction_method
-        per_threshold[prediction] = config.prediction_threshold
+    # The preset's headline ("Dataset Drift is detected") counts the feature columns only, with the
+    # asset's methods, thresholds and share: the same verdict as ``compute_drift``. The prediction
+    # column is its own metric beside it, as the asset's ``prediction_drift``.
+    features = [c for c in keep if c != prediction]
+    per_method = {c: config.method_for(columns.type_of(c)) for c in features}
+    per_threshold = {c: config.threshold_for(c, columns.type_of(c)) for c in features}
     definition = _definition(numeric, categorical)
-    preset = DataDriftPreset(columns=keep, drift_share=config.share_threshold,
-                             per_column_method=per_method, per_column_threshold=per_threshold)
+    metrics: list[Any] = [DataDriftPreset(columns=features, drift_share=config.share_threshold,
+                                          per_column_method=per_method, per_column_threshold=per_threshold)]
+    if prediction in keep:
+        metrics.append(ValueDrift(column=prediction, method=config.prediction_method,
+                                  threshold=config.prediction_threshold))
     with evidently_import_warnings_silenced():
         import warnings
 
         # the preset correlates every pair of columns; a column constant on the day (visibility 10 on a
         # clear day) divides by zero in numpy and its correlation is shown empty: expected, not a fault
         warnings.filterwarnings("ignore", message="invalid value encountered in divide", category=RuntimeWarning)
-        snapshot = Report([preset]).run(
+        snapshot = Report(metrics).run(
             Dataset.from_pandas(data[keep], data_definition=definition),
             Dataset.from_pandas(reference.sample[keep], data_definition=definition),
         )

@@ -32,8 +32,8 @@ def score_rows(result: DriftResult) -> list[dict[str, Any]]:
     rows = list(result.columns) + ([result.prediction] if result.prediction is not None else [])
     return [
         {"column": row.column, "method": row.method,
-         "score": "missing" if row.score is None else f"{row.score:.3f}",
-         "threshold": f"{row.threshold:g}", "drifted": "yes" if row.drifted else ""}
+         "score": "missing" if row.score is None else f"{row.score:.4g}",
+         "threshold": f"{row.threshold:.4g}", "drifted": "yes" if row.drifted else "no"}
         for row in rows
     ]
 

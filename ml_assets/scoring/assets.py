@@ -6,7 +6,17 @@ import dagster as dg
 from ml_assets.config.tabular import PARTITION_COLUMN, PipelineSpec
 from ml_assets.execution import backfill_policy, launch_tags
 from ml_assets.keys import pipeline_keys
-from ml_assets.metadata import MLFLOW_RETRY, data_failure, partition_keys, per_day_metadata
+from ml_assets.metadata import (
+    MLFLOW_RETRY,
+    data_failure,
+    float_value,
+    frame_metadata,
+    markdown_table,
+    null_count_table,
+    partition_keys,
+    partition_metadata,
+    rounded,
+)
 from ml_assets.training.registry import CHAMPION
 from resources.tracking import MlflowTracking
 
@@ -53,27 +63,37 @@ def build_predictions_asset(
         out[f"{target}_predicted"] = scored["label"].to_numpy()
         out["model_version"] = version
         prep = model.preprocessing
-        unseen = prep.unseen_counts(features)
-        missing = int(features[list(prep.numeric)].isna().any(axis=1).sum()) if len(features) else 0
-        per_day_metadata(context, days, out[PARTITION_COLUMN], {
-            "mean_score": out.groupby(PARTITION_COLUMN)[f"{target}_score"].mean(),
-        })
-        if days and len(days) > 1:
-            for day in days:
-                context.add_asset_metadata({"model_version": dg.MetadataValue.text(version)}, partition_key=day)
+        numeric = [c for c in prep.numeric if c in features.columns]
+        classification = spec.target.task == "classification"
+
+        def describe(rows) -> dict:
+            part, inputs = out.iloc[rows], features.iloc[rows]
+            missing = inputs[numeric].isna()
+            unseen = {column: count for column, count in prep.unseen_counts(inputs).items() if count}
+            metadata = {
+                **frame_metadata(part),
+                "model_version": dg.MetadataValue.text(version),
+                "registered_model": dg.MetadataValue.text(spec.registered_model_name),
+                "rows_with_missing_numeric": dg.MetadataValue.int(int(missing.any(axis=1).sum())),
+                "missing_numeric_inputs": dg.MetadataValue.md(null_count_table(missing.sum())),
+                "unseen_categories": dg.MetadataValue.md(
+                    markdown_table([{"column": c, "unseen values": n} for c, n in unseen.items()])
+                    if unseen else "No unseen categories."
+                ),
+            }
+            if len(part):
+                metadata["mean_score"] = float_value(part[f"{target}_score"].mean())
+                if classification:
+                    metadata["positive_share"] = float_value(part[f"{target}_predicted"].mean())
+            return metadata
+
+        def summary() -> dict:
+            return {"days": len(days), "rows": len(out), "model version": version,
+                    **({"positive share": rounded(out[f"{target}_predicted"].mean())}
+                       if classification and len(out) else {})}
+
+        metadata = partition_metadata(context, days, out[PARTITION_COLUMN], describe, summary)
         context.log.info(f"scored {len(out)} rows with {spec.registered_model_name} version {version}")
-        metadata = {
-            "model_version": dg.MetadataValue.text(version),
-            "registered_model": dg.MetadataValue.text(spec.registered_model_name),
-            "rows_with_missing_numeric": dg.MetadataValue.int(missing),
-            "unseen_categories": dg.MetadataValue.json(unseen),
-        }
-        if days and len(days) > 1:
-            metadata["run_rows"] = dg.MetadataValue.int(len(out))
-        else:
-            metadata["dagster/row_count"] = dg.MetadataValue.int(len(out))
-            if len(out):
-                metadata["mean_score"] = dg.MetadataValue.float(float(out[f"{target}_score"].mean()))
         return dg.Output(out, metadata=metadata)
 
     return _predictions

@@ -12,7 +12,7 @@ import dagster as dg
 from ml_assets.config.tabular import PARTITION_COLUMN, SPLIT_COLUMN, PipelineSpec
 from ml_assets.execution import launch_tags, small_run_executor
 from ml_assets.keys import pipeline_keys
-from ml_assets.metadata import MLFLOW_RETRY, data_failure, markdown_table
+from ml_assets.metadata import MLFLOW_RETRY, data_failure, float_value, markdown_table, rounded
 from ml_assets.training.windows import SPLITS
 from resources.tracking import MlflowTracking, MlflowUnavailableError
 
@@ -86,7 +86,7 @@ def build_training_set_asset(spec: PipelineSpec) -> dg.AssetsDefinition:
             **{f"{r['window']}_rows": dg.MetadataValue.int(r["rows"]) for r in rows},
         }
         if spec.target.task == "classification":
-            metadata |= {f"{r['window']}_positive_rate": dg.MetadataValue.float(r["positive rate"]) for r in rows}
+            metadata |= {f"{r['window']}_positive_rate": float_value(r["positive rate"]) for r in rows}
         metadata["label_known_rows"] = dg.MetadataValue.int(int(frame[spec.target.name].notna().sum()))
         return dg.Output(frame, metadata=metadata)
 
@@ -100,11 +100,11 @@ def model_metadata(registered: Any, fitted: Any, tracking: MlflowTracking, tags:
         "registered_model": dg.MetadataValue.text(registered.name),
         "model_version": dg.MetadataValue.text(registered.version),
         "model_uri": dg.MetadataValue.text(registered.model_uri),
-        "mlflow_run_id": dg.MetadataValue.text(registered.run_id),
+        **tracking.run_links(registered.experiment_id, registered.run_id),
         "mlflow_tracking_uri": dg.MetadataValue.text(tracking.display_uri()),
-        f"validate_{metric}": dg.MetadataValue.float(float(bundle.validation_metrics[metric])),
+        f"validate_{metric}": float_value(bundle.validation_metrics[metric]),
         "best_iteration": dg.MetadataValue.int(bundle.best_iteration),
-        "threshold": dg.MetadataValue.float(float(bundle.threshold)),
+        "threshold": float_value(bundle.threshold),
         "trials": dg.MetadataValue.int(len(tuned.trials) if tuned else 0),
         "fit_seconds": dg.MetadataValue.float(round(fitted.fit_seconds, 2)),
         "git_commit": dg.MetadataValue.text(tags["git_commit"]),
@@ -116,11 +116,9 @@ def model_metadata(registered: Any, fitted: Any, tracking: MlflowTracking, tags:
         metadata["best_params"] = dg.MetadataValue.json(
             {k: (round(v, 6) if isinstance(v, float) else v) for k, v in tuned.best_params.items()}
         )
-    run_url = tracking.run_url_for(registered.experiment_id, registered.run_id)
     version_url = tracking.model_version_url(registered.name, registered.version)
-    for name, url in (("mlflow_run_url", run_url), ("model_version_url", version_url)):
-        if url:
-            metadata[name] = dg.MetadataValue.url(url)
+    if version_url:
+        metadata["model_version_url"] = dg.MetadataValue.url(version_url)
     return metadata
 
 
@@ -162,7 +160,7 @@ def build_model_asset(spec: PipelineSpec, pipeline_file: Path, retry_policy: dg.
             fitted = fit_model(training_set, spec, on_trial)
         except ValueError as exc:
             raise data_failure(f"model of pipeline '{spec.name}': {exc}") from None
-        tags = {"pipeline": spec.name, "dagster_run_id": context.run.run_id, "git_commit": git_commit(),
+        tags = {"pipeline": spec.name, **tracking.dagster_tags(context.run.run_id), "git_commit": git_commit(),
                 "pipeline_yaml_sha256": file_sha256(pipeline_file)}
         registered = log_and_register(tracking, fitted, training_set, spec, pipeline_file, tags)
         context.log.info(f"registered {registered.name} version {registered.version} (MLflow run {registered.run_id})")

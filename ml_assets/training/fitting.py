@@ -105,6 +105,20 @@ def window_days(training_set: Any) -> dict[str, list[str]]:
     }
 
 
+def training_description(spec: PipelineSpec, training_set: Any, days: dict[str, list[str]], tags: dict[str, str]) -> str:
+    """What was trained on which windows, for the MLflow run and the model version (markdown)."""
+    windows = ", ".join(
+        f"{split} {days[split][0]}..{days[split][-1]} ({int((training_set[SPLIT_COLUMN] == split).sum())} rows)"
+        for split in SPLITS
+    )
+    made_by = tags.get("dagster_run_url") or f"Dagster run {tags.get('dagster_run_id', '?')}"
+    return (
+        f"LightGBM {spec.target.task} model of `{spec.target.name}` for the {spec.name} pipeline,"
+        f" {len(spec.features.numeric)} numeric and {len(spec.features.categorical)} categorical features."
+        f" Windows: {windows}. Made by {made_by}. The evaluation gate's decision follows when it runs."
+    )
+
+
 def log_and_register(
     tracking: MlflowTracking, fitted: FittedModel, training_set: Any, spec: PipelineSpec, pipeline_file: Path,
     tags: dict[str, str],
@@ -150,6 +164,9 @@ def log_and_register(
         info = log_model(bundle, sample, name, workdir)
         version = str(info.registered_model_version)
         client = tracking.client()
+        description = training_description(spec, training_set, days, tags)
+        client.set_tag(run.info.run_id, "mlflow.note.content", description)
+        client.update_model_version(name, version, description=description)
         for key, value in {**tags, "threshold": f"{bundle.threshold:.6f}", EVALUATION_TAG: "pending"}.items():
             client.set_model_version_tag(name, version, key, value)
     return RegisteredModel(name, version, run.info.run_id, f"models:/{name}/{version}", spec.target.task,

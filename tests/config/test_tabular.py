@@ -145,3 +145,11 @@ def test_bad_model_sections_name_the_key(tmp_path, change, expected):
     with pytest.raises(PipelineConfigError) as caught:
         load_pipeline(path)
     assert str(path) in str(caught.value) and expected in str(caught.value)
+
+
+def test_every_flights_feature_has_a_description(flights_spec):
+    """The column schema of flights/features explains every model input, from the YAML."""
+    features = flights_spec.features
+    missing = [c for c in [*features.numeric, *features.categorical] if not features.descriptions.get(c, "").strip()]
+    assert missing == []
+    assert len(features.numeric) + len(features.categorical) >= 30

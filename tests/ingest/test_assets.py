@@ -16,6 +16,8 @@ from ml_assets.features.assets import build_features_asset
 from ml_assets.ingest.assets import build_ingest_defs, daily_partitions
 from ml_assets.ingest.validation import CHECK_DESCRIPTIONS, CHECK_GROUPS
 from ml_assets.keys import pipeline_keys
+from ml_assets.metadata import RUN_SUMMARY, rounded
+from tests.conftest import markdown_rows
 
 LEAKAGE = {"dep_time", "dep_delay", "arr_time", "air_time", "arr_delay", "tailnum"}
 
@@ -42,6 +44,11 @@ def check_evaluations(result) -> dict[tuple[str, str], object]:
         for e in result.all_events
         if e.event_type_value == "ASSET_CHECK_EVALUATION"
     }
+
+
+def same_metadata(ranged: dict, single: dict) -> bool:
+    """Whether a day's metadata from a range run equals a one-day run's (apart from the run summary)."""
+    return {k: v for k, v in ranged.items() if k != RUN_SUMMARY} == dict(single)
 
 
 def metadata_text(evaluation) -> str:
@@ -95,15 +102,15 @@ def test_materialize_real_partitions_with_28_days_of_history(flights_spec, resou
     ]
     stored = tmp_path / "data" / "flights" / "raw_flights"
     assert len(list(stored.glob("*.parquet"))) == 30
-    # Each day of the range run carries its own row count; whole-run figures are named run_*.
+    # Each day of the range run carries its own metadata; the whole run's figures once, on the last day.
     per_day = {m.partition: m.metadata for m in first.asset_materializations_for_node("flights__raw_flights")}
     assert len(per_day) == 30
     for day in ("2013-02-08", "2013-03-08"):
         assert per_day[day]["dagster/row_count"].value == len(pd.read_parquet(stored / f"{day}.parquet"))
-        assert per_day[day]["run_days"].value == 30
     assert per_day["2013-03-08"]["dagster/row_count"].value == 979
-    assert sum(m["dagster/row_count"].value for m in per_day.values()) == per_day["2013-03-08"]["run_rows"].value
-
+    assert [day for day, md in per_day.items() if RUN_SUMMARY in md] == ["2013-03-08"]
+    (summary,) = markdown_rows(per_day["2013-03-08"][RUN_SUMMARY].value.split("\n\n", 1)[1])
+    assert summary[:2] == ["30", str(sum(m["dagster/row_count"].value for m in per_day.values()))]
     second = dg.materialize(assets, selection=[pipeline_keys(flights_spec).features], resources=resources,
                             instance=instance, tags=range_tags("2013-03-07", "2013-03-08"))
     assert second.success
@@ -118,14 +125,36 @@ def test_materialize_real_partitions_with_28_days_of_history(flights_spec, resou
     assert set(materializations) == {"2013-03-07", "2013-03-08"}
     materialization = materializations["2013-03-08"]
     assert materialization.metadata["dagster/row_count"].value == 979
-    assert materialization.metadata["run_days"].value == 2
     raw_day = pd.read_parquet(tmp_path / "data" / "flights" / "raw_flights" / "2013-03-08.parquet")
     known = raw_day.arr_delay.dropna()
     # 2013-03-08 was a snowstorm day in New York: most arrivals were late.
-    assert materialization.metadata["positive_rate"].value == pytest.approx((known > 15).mean())
-    both_days = pd.concat([pd.read_parquet(tmp_path / "data" / "flights" / "raw_flights" / f"2013-03-0{d}.parquet")
-                           for d in (7, 8)])
-    assert materialization.metadata["run_label_known_rows"].value == both_days.arr_delay.notna().sum()
+    assert materialization.metadata["positive_rate"].value == rounded((known > 15).mean()) == 0.792  # 4 digits
+    assert materialization.metadata["label_known_rows"].value == len(known)
+    schema = {c.name: c.description for c in materialization.metadata["dagster/column_schema"].schema.columns}
+    assert schema["carrier"] == "Two-letter carrier code."  # from the YAML
+    assert schema["temp"].startswith("Temperature at the origin at the scheduled hour")
+
+    # A range run records, for each day, what a run of that one day records.
+    ranged = {
+        "flights__raw_flights": {m.partition: m.metadata for m in first.asset_materializations_for_node(
+            "flights__raw_flights")},
+        "flights__features": {m.partition: m.metadata for m in second.asset_materializations_for_node(
+            "flights__features")},
+    }
+    for node, key, day in (("flights__raw_flights", pipeline_keys(flights_spec).raw("flights"), "2013-02-20"),
+                           ("flights__raw_flights", pipeline_keys(flights_spec).raw("flights"), "2013-03-08"),
+                           ("flights__features", pipeline_keys(flights_spec).features, "2013-03-08")):
+        alone = dg.materialize(assets, selection=[key], resources=resources, instance=instance, partition_key=day)
+        (single,) = alone.asset_materializations_for_node(node)
+        assert same_metadata(ranged[node][day], single.metadata), (node, day)
+    raw_md = ranged["flights__raw_flights"]["2013-03-08"]
+    assert "dep_time" in raw_md["null_counts"].value  # the day's nulls, named by column
+    day_nulls = pd.read_parquet(stored / "2013-03-08.parquet").isna().sum()
+    assert [row for row in markdown_rows(raw_md["null_counts"].value) if row[0] == "dep_time"] == [
+        ["dep_time", str(day_nulls["dep_time"])]]
+    preview = raw_md["preview"].value
+    header = [cell.strip() for cell in preview.splitlines()[0].strip("|").split("|")]
+    assert {(row[header.index("month")], row[header.index("day")]) for row in markdown_rows(preview)} == {("3", "8")}
 
 
 # --------------------------------------------------------------------------- bad input

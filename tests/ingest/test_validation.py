@@ -272,7 +272,7 @@ def test_check_metadata_carries_failure_details(day_flights, flights_rules):
     json.dumps(examples.data)  # plain JSON
     passed = check_metadata(outcomes["schema"])
     assert passed["failed"] == dg.MetadataValue.int(0)
-    assert passed["failures"].md_str == "All 29 expectation(s) passed."
+    assert "failures" not in passed and "examples" not in passed  # no empty tables on a passing check
     # valid metadata for a Dagster asset check result
     dg.AssetCheckResult(asset_key="raw", check_name="ranges", passed=False, metadata=metadata)
 

@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from ml_assets.metadata import RUN_SUMMARY, rounded
 from ml_assets.keys import DATA_DRIFT_CHECK, DRIFT_TRIGGER, PREDICTION_DRIFT_CHECK, REASON_TAG, TRIGGER_TAG
 from ml_assets.training.registry import CHAMPION
 from resources.parquet_io import atomic_write_parquet
@@ -83,6 +84,27 @@ def test_ordinary_days_do_not_alarm_and_report_every_column(monitored):
         assert stored["score"].notna().all() and (stored["partition_date"] == day).all()
 
 
+def test_a_range_run_records_each_days_own_predictions_and_drift(monitored):
+    """Predictions and drift of both days in one run: each day's metadata is the one-day run's."""
+    project = monitored["project"]
+    tags = {"dagster/asset_partition_range_start": DAYS[0], "dagster/asset_partition_range_end": DAYS[-1]}
+    result = project.materialize([project.keys.predictions, project.keys.drift_report], tags=tags)
+    assert result.success
+    for node in ("flights__predictions", "flights__drift_report"):
+        per_day = {m.partition: m.metadata for m in result.asset_materializations_for_node(node)}
+        assert sorted(per_day) == DAYS
+        assert [day for day, md in per_day.items() if RUN_SUMMARY in md] == [DAYS[-1]]
+        for day in DAYS:
+            single = {k: v for k, v in monitored["runs"][day][0 if node == "flights__predictions" else 1]
+                      .asset_materializations_for_node(node)[0].metadata.items() if k != "compute_seconds"}
+            own = {k: v for k, v in per_day[day].items() if k not in (RUN_SUMMARY, "compute_seconds")}
+            assert own == single, (node, day)
+    predictions = {m.partition: m.metadata for m in result.asset_materializations_for_node("flights__predictions")}
+    stored = pd.read_parquet(monitored["store"] / "flights" / "predictions" / f"{DAYS[0]}.parquet")
+    assert predictions[DAYS[0]]["positive_share"].value == rounded(stored["delayed_predicted"].mean())
+    assert predictions[DAYS[0]]["dagster/row_count"].value == len(stored)
+
+
 def shifted_store(monitored, tmp_path, change) -> "Project":
     """The monitored project's champion and reference, with a store whose 2013-03-14 features are
     the real ones changed by ``change``."""
@@ -115,6 +137,9 @@ def carrier_mix(frame: pd.DataFrame) -> pd.DataFrame:
 def test_injected_shifts_alarm_name_the_column_and_render_the_html(monitored, tmp_path, monkeypatch, name, change, column):
     monkeypatch.setenv("ML_DATA_DIR", str(tmp_path / "data"))
     project = shifted_store(monitored, tmp_path, change)
+    project.resources["tracking"] = project.tracking = MlflowTracking(
+        local_dir=monitored["project"].tracking.local_dir, ui_url="http://127.0.0.1:5999",
+        dagster_ui_url="http://127.0.0.1:3999")
     assert project.materialize([project.keys.predictions], "2013-03-15").success
     result = project.materialize([project.keys.drift_report], "2013-03-15")
     assert result.success
@@ -123,12 +148,20 @@ def test_injected_shifts_alarm_name_the_column_and_render_the_html(monitored, tm
     checks = {e.asset_check_evaluation_data.check_name: e.asset_check_evaluation_data.passed
               for e in result.all_events if e.event_type == dg.DagsterEventType.ASSET_CHECK_EVALUATION}
     assert checks[DATA_DRIFT_CHECK] is False
-    html = md["html_report"]
+    html = md["html_report_file"]
     assert html.startswith(str(tmp_path / "data" / "reports")) and md["html_bytes"] > 100_000
     runs = project.tracking.client().search_runs(
         [project.tracking.client().get_experiment_by_name("flights-monitoring").experiment_id]
     )
-    assert any(r.data.tags.get("dagster_run_id") == result.run_id for r in runs)
+    (run,) = [r for r in runs if r.data.tags.get("dagster_run_id") == result.run_id]
+    assert run.data.tags["dagster_run_url"] == f"http://127.0.0.1:3999/runs/{result.run_id}"
+    # one click from the asset page to the report in the MLflow UI, which previews it
+    assert md["html_report"] == (f"http://127.0.0.1:5999/#/experiments/{run.info.experiment_id}/runs/"
+                                 f"{run.info.run_id}/artifacts/drift_reports/2013-03-15.html")
+    assert [a.path for a in project.tracking.client().list_artifacts(run.info.run_id, "drift_reports")] == [
+        "drift_reports/2013-03-15.html"]
+    scores = {row[0]: row for row in markdown_rows(md["scores"])}
+    assert scores[column][-1] == "yes" and scores["sched_dep_hour"][-1] == "no"
 
 
 def test_a_day_without_weather_is_missing_data_not_drift_or_a_crash(monitored, tmp_path):
@@ -172,7 +205,7 @@ def test_injected_drift_on_real_days_launches_a_rolling_retrain_that_the_gate_de
     windows = metadata_of(retrain, "flights__training_set")["windows"]
     rows = [row[:3] for row in markdown_rows(windows)]
     assert ["test", "2013-03-12", "2013-03-18"] in rows and ["train", "2013-02-03", "2013-03-04"] in rows
-    decision = metadata_of(retrain, "flights__evaluation")
+    decision = metadata_of(retrain, "flights__model_evaluation")
     assert decision["champion_before"] == "1" and decision["alias"] in (CHAMPION, "challenger")
     assert decision["comparison_method"] == "paired_bootstrap" and 0.0 <= decision["p_value"] <= 1.0
     run = loop.instance.get_run_by_id(retrain.run_id)

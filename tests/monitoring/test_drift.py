@@ -134,3 +134,16 @@ def test_render_html_writes_a_file(tmp_path, reference, stable_day):
     path = render_html(reference, stable_day, DriftConfig(), tmp_path / "report" / "drift.html")
     assert path.exists() and path.stat().st_size > 10_000
     assert "distance" in path.read_text(errors="ignore")
+
+
+def test_html_headline_is_the_assets_verdict(tmp_path, reference, stable_day):
+    """The report's "Dataset Drift is ..." counts the asset's columns with its methods, thresholds
+    and share, so it says what ``data_drift`` says (the prediction column is a metric of its own)."""
+    config = DriftConfig()
+    shifted = stable_day.assign(distance=stable_day["distance"] * 1.5, carrier="UA")
+    for name, day in (("stable", stable_day), ("shifted", shifted)):
+        result = compute_drift(reference, day, config)
+        text = render_html(reference, day, config, tmp_path / f"{name}.html").read_text(errors="ignore")
+        verdict = "detected" if result.data_drift else "NOT detected"
+        assert (f"Dataset Drift is {verdict}. Dataset drift detection threshold is {config.share_threshold}"
+                in text), (name, result.share_drifted)

@@ -42,7 +42,7 @@ def test_training_set_windows_sizes_and_balance(trained):
         part = frame[frame["split"] == split]
         assert md[f"{split}_rows"] == len(part) > 500
         assert part[PARTITION_COLUMN].min() >= window["start"] and part[PARTITION_COLUMN].max() <= window["end"]
-        assert md[f"{split}_positive_rate"] == pytest.approx(part["delayed"].mean())
+        assert md[f"{split}_positive_rate"] == pytest.approx(part["delayed"].mean(), abs=1e-4)  # 4 digits
     assert frame["delayed"].notna().all()  # cancelled flights (unknown label) are dropped
     assert ["train", "2013-01-15", "2013-02-20"] in [row[:3] for row in markdown_rows(md["windows"])]
 
@@ -69,6 +69,10 @@ def test_model_is_logged_and_registered_with_everything_needed_to_reproduce_it(t
     assert [a.path for a in client.list_artifacts(run.info.run_id, "pipeline")] == ["pipeline/flights.yaml"]
     version = client.get_model_version("flights_delay", "1")
     assert version.run_id == run.info.run_id and version.tags["dagster_run_id"] == trained["first"].run_id
+    # what was trained on which windows, and the gate's decision, on the version and on the run
+    assert "Windows: train 2013-01-15..2013-02-20" in version.description
+    assert "Evaluation gate: " in version.description and "no champion yet" in version.description
+    assert run.data.tags["mlflow.note.content"] == version.description
 
     import mlflow
 
@@ -128,7 +132,7 @@ def test_regression_target_trains_evaluates_and_scores(tmp_path, feature_store, 
     project = Project(path, store, MlflowTracking(local_dir=str(tmp_path / "mlflow")), instance)
     result = project.materialize(training_keys())
     assert result.success, failure_message(result)
-    md = metadata_of(result, "flights__evaluation")
+    md = metadata_of(result, "flights__model_evaluation")
     assert md["test_rmse"] > 0 and md["test_mae"] > 0 and md["alias"] == CHAMPION
     assert check_passes(result) == {MIN_R2_CHECK: True}
     run = project.client().get_run(metadata_of(result, "flights__model")["mlflow_run_id"])
