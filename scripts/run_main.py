@@ -203,6 +203,19 @@ def failed_checks(instance, graph) -> list[str]:
     return lines
 
 
+def recover_before_start() -> None:
+    """Close what an earlier crash left (dead runs, their pool slots and MLflow runs, temp files)."""
+    import dagster as dg
+
+    from ml_assets.config.paths import data_dir
+    from scripts.recover import default_tracking, recover
+
+    with dg.DagsterInstance.get() as instance:
+        report = recover(instance, data_dir=data_dir(), tracking=default_tracking())
+    print("==> recovery (dead runs, pool slots, MLflow runs, temp files)")
+    print("\n".join(report.lines()), flush=True)
+
+
 def main() -> None:
     started = time.monotonic()
     home = Path(os.environ.setdefault("DAGSTER_HOME", str(REPO_ROOT / "dagster_home")))
@@ -210,6 +223,7 @@ def main() -> None:
     log_dir.mkdir(parents=True, exist_ok=True)
     os.chdir(REPO_ROOT)
     sys.path.insert(0, str(REPO_ROOT))
+    recover_before_start()
     stages = plan_stages()
     print(f"==> main job: {len(stages)} stage(s) on the instance in {home}")
     for stage in stages:

@@ -1,0 +1,103 @@
+"""Crash recovery (scripts/recover.py): a run whose processes were killed is closed with the reason,
+gives back its pool slot, its MLflow run is ended, stale temp files are swept; and the pid checks."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from scripts.recover import process_alive, recover, sweep_temp_files, Report
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+DAGSTER = str(Path(sys.executable).parent / "dagster")
+
+
+def test_process_alive_tells_live_dead_and_reused_pids():
+    me = os.getpid()
+    assert process_alive(me, since=time.time())
+    # a process that started after the event naming its pid is another process reusing the id
+    assert not process_alive(me, since=0.0)
+    finished = subprocess.Popen([sys.executable, "-c", "pass"])
+    finished.wait()
+    assert not process_alive(finished.pid, since=time.time())
+
+
+def test_sweep_removes_only_hidden_temp_files(tmp_path):
+    day = tmp_path / "assets" / "flights" / "raw_flights"
+    day.mkdir(parents=True)
+    (day / "2013-01-01.parquet").write_bytes(b"kept")
+    stale = day / ".2013-01-02.k3j4h5.tmp"
+    stale.write_bytes(b"half")
+    report = Report()
+    sweep_temp_files(tmp_path, report)
+    assert report.removed_temp_files == [stale]
+    assert sorted(p.name for p in day.iterdir()) == ["2013-01-01.parquet"]
+
+
+def _home(tmp_path: Path) -> Path:
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    (home / "dagster.yaml").write_text("concurrency:\n  pools:\n    default_limit: 1\ntelemetry:\n  enabled: false\n")
+    return home
+
+
+def _materialize(select: str, env: dict, **kwargs) -> subprocess.Popen:
+    return subprocess.Popen(
+        [DAGSTER, "asset", "materialize", "-f", "tests/scripts/crash_defs.py", "--select", select],
+        cwd=REPO_ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, **kwargs,
+    )
+
+
+@pytest.mark.slow
+def test_killed_cli_run_is_closed_and_frees_its_pool_slot_and_mlflow_run(tmp_path, monkeypatch):
+    from resources.tracking import MlflowTracking
+
+    home, marker, mlflow_dir = _home(tmp_path), tmp_path / "started", tmp_path / "mlflow"
+    env = {**os.environ, "DAGSTER_HOME": str(home), "CRASH_MARKER": str(marker), "CRASH_WAIT": "600",
+           "CRASH_MLFLOW_DIR": str(mlflow_dir), "PYTHONPATH": str(REPO_ROOT)}
+    cli = _materialize("held", env, start_new_session=True)
+    deadline = time.monotonic() + 180
+    while not marker.exists():
+        assert cli.poll() is None, "the CLI run ended before the asset started"
+        assert time.monotonic() < deadline, "the asset did not start in 180 s"
+        time.sleep(0.5)
+    run_id, step_pid = marker.read_text().split()
+    os.killpg(cli.pid, signal.SIGKILL)  # kill -9 of the whole tree: CLI and step process
+    cli.wait()
+    stale = tmp_path / "data" / "assets" / "x" / ".2013-01-01.abcd1234.tmp"
+    stale.parent.mkdir(parents=True)
+    stale.write_bytes(b"half-written")
+
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    tracking = MlflowTracking(local_dir=str(mlflow_dir))
+    with dg.DagsterInstance.get() as instance:
+        assert instance.get_run_by_id(run_id).status == dg.DagsterRunStatus.STARTED
+        held_before = instance.event_log_storage.get_concurrency_info("crash_pool").claimed_slots
+        assert [slot.run_id for slot in held_before] == [run_id]
+
+        report = recover(instance, data_dir=tmp_path / "data", tracking=tracking)
+
+        assert instance.get_run_by_id(run_id).status == dg.DagsterRunStatus.FAILURE
+        reason = report.closed_runs[run_id]
+        assert f"its process {cli.pid} is gone" in reason and step_pid in reason
+        failure = instance.get_records_for_run(run_id, of_type=dg.DagsterEventType.RUN_FAILURE).records
+        assert f"its process {cli.pid} is gone" in failure[0].event_log_entry.dagster_event.message
+        assert instance.event_log_storage.get_concurrency_info("crash_pool").claimed_slots == []
+        assert report.freed_slot_runs == [run_id]
+    [mlflow_run] = tracking.client().search_runs([tracking.experiment_id("crash")])
+    assert mlflow_run.info.status == "FAILED" and report.failed_mlflow_runs == [mlflow_run.info.run_id]
+    assert not stale.exists() and report.removed_temp_files == [stale]
+
+    # the pool is free again: the next run in it goes through at once; a second pass finds nothing
+    after = _materialize("after", env)
+    assert after.wait(timeout=180) == 0
+    with dg.DagsterInstance.get() as instance:
+        again = recover(instance, data_dir=tmp_path / "data", tracking=tracking)
+    assert again.lines() == ["    nothing to recover"]
