@@ -15,8 +15,10 @@
    ``dagster.run_id``) is ended as FAILED, and its PENDING logged models are finalized as FAILED. A
    registered version still tagged ``evaluation: pending`` whose Dagster run is finished is tagged
    as abandoned (it never holds an alias: only the gate sets aliases).
-4. **Temp files.** Hidden ``.<name>.<random>.tmp`` files that an interrupted write left in the data
-   folder are removed (only when no run is in progress).
+4. **Staged writes and temp files.** The journal of a range write a dead run left is settled (each
+   day keeps the new file only if the run recorded it, else gets its old file back:
+   ``resources.parquet_io.settle_staged_writes``), and hidden ``.<name>.<random>.tmp`` files that an
+   interrupted write left in the data folder are removed (only when no run is in progress).
 
 Dagster's own run monitoring (``run_monitoring`` in ``dagster_home/dagster.yaml``) covers runs the
 daemon launched; this covers what it cannot see: runs executed inside a CLI process.
@@ -55,6 +57,7 @@ class Report:
     failed_logged_models: list[str] = field(default_factory=list)
     abandoned_versions: list[str] = field(default_factory=list)  # "name/version"
     removed_temp_files: list[Path] = field(default_factory=list)
+    settled_partitions: dict[str, str] = field(default_factory=dict)  # "asset/day" -> outcome
     warnings: list[str] = field(default_factory=list)
 
     def lines(self) -> list[str]:
@@ -63,6 +66,7 @@ class Report:
         out += [f"    MLflow run {run_id} ended as FAILED" for run_id in self.failed_mlflow_runs]
         out += [f"    MLflow logged model {model_id} finalized as FAILED" for model_id in self.failed_logged_models]
         out += [f"    model version {v} tagged as an abandoned candidate" for v in self.abandoned_versions]
+        out += [f"    {part}: {outcome}" for part, outcome in self.settled_partitions.items()]
         out += [f"    removed stale temp file {path}" for path in self.removed_temp_files]
         out += [f"    warning: {text}" for text in self.warnings]
         return out or ["    nothing to recover"]
@@ -254,6 +258,11 @@ def recover(instance: dg.DagsterInstance, *, data_dir: Path | None = None, track
         if in_progress:
             report.warnings.append("temp files not swept: a run is in progress")
         else:
+            from resources.parquet_io import settle_all_staged_writes
+
+            for part, outcome in settle_all_staged_writes(data_dir / "assets", instance).items():
+                if outcome.startswith(("restored", "removed")):  # a recorded day needs no word
+                    report.settled_partitions[part] = outcome
             sweep_temp_files(data_dir, report)
     return report
 
