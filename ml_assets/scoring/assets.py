@@ -5,7 +5,7 @@ import dagster as dg
 
 from ml_assets.config.tabular import PARTITION_COLUMN, PipelineSpec
 from ml_assets.keys import pipeline_keys
-from ml_assets.metadata import MLFLOW_RETRY, data_failure, partition_keys, per_day_metadata
+from ml_assets.metadata import MLFLOW_RETRY, retry_only_unreachable, data_failure, partition_keys, per_day_metadata
 from ml_assets.training.registry import CHAMPION
 from resources.tracking import MlflowTracking
 
@@ -35,6 +35,7 @@ def build_predictions_asset(
             " values are scored as missing."
         ),
     )
+    @retry_only_unreachable
     def _predictions(context: dg.AssetExecutionContext, tracking: MlflowTracking, features):
         import pandas as pd
 

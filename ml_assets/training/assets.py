@@ -11,7 +11,7 @@ import dagster as dg
 
 from ml_assets.config.tabular import PARTITION_COLUMN, SPLIT_COLUMN, PipelineSpec
 from ml_assets.keys import pipeline_keys
-from ml_assets.metadata import MLFLOW_RETRY, data_failure, markdown_table
+from ml_assets.metadata import MLFLOW_RETRY, retry_only_unreachable, data_failure, markdown_table
 from ml_assets.training.windows import SPLITS
 from resources.tracking import MlflowTracking, MlflowUnavailableError
 
@@ -143,6 +143,7 @@ def build_model_asset(spec: PipelineSpec, pipeline_file: Path, retry_policy: dg.
         retry_policy=retry_policy,
         description=description,
     )
+    @retry_only_unreachable
     def _model(context: dg.AssetExecutionContext, tracking: MlflowTracking, training_set) -> dg.Output:
         from ml_assets.training.fitting import file_sha256, fit_model, git_commit, log_and_register
 
