@@ -38,9 +38,6 @@ import dagster as dg
 #: MLflow run tags naming the Dagster run that opened the MLflow run (the training and monitoring
 #: assets use the first, the few-shot evaluation the second).
 DAGSTER_RUN_TAGS = ("dagster_run_id", "dagster.run_id")
-#: The version tag the training step sets at registration; the gate replaces it with its decision.
-EVALUATION_TAG = "evaluation"
-PENDING = "pending"
 ALIVE_STATUSES = (dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.CANCELING)
 #: A process whose start time is later than the event that recorded its pid (plus this slack) is a
 #: different process that reused the id.
@@ -206,19 +203,9 @@ def close_orphaned_mlflow(instance: dg.DagsterInstance, tracking, report: Report
         if model.source_run_id in failed_mlflow or source.info.status in ("FAILED", "KILLED"):
             client.finalize_logged_model(model.model_id, LoggedModelStatus.FAILED)
             report.failed_logged_models.append(model.model_id)
-    for version in client.search_model_versions(f"tags.{EVALUATION_TAG} = '{PENDING}'"):
-        if finished(version.tags.get("dagster_run_id")):
-            mark_abandoned(client, version, version.tags["dagster_run_id"])
-            report.abandoned_versions.append(f"{version.name}/{version.version}")
+    from ml_assets.training.registry import abandon_stale_candidates
 
-
-def mark_abandoned(client, version, dagster_run_id: str) -> None:
-    """Tag a candidate whose evaluation will never come: visible as such in the MLflow UI, never aliased."""
-    client.set_model_version_tag(
-        version.name, version.version, EVALUATION_TAG,
-        f"abandoned: Dagster run {dagster_run_id} ended before the evaluation gate; never promoted."
-        " Retrain (flights_training_job) for a gated version, or delete this one.",
-    )
+    report.abandoned_versions += abandon_stale_candidates(tracking, None, finished)
 
 
 # ------------------------------------------------------------------------------------ files
