@@ -43,7 +43,7 @@ def test_sweep_removes_only_hidden_temp_files(tmp_path):
 
 def _home(tmp_path: Path) -> Path:
     home = tmp_path / "dagster_home"
-    home.mkdir()
+    home.mkdir(parents=True)
     (home / "dagster.yaml").write_text("concurrency:\n  pools:\n    default_limit: 1\ntelemetry:\n  enabled: false\n")
     return home
 
@@ -101,3 +101,56 @@ def test_killed_cli_run_is_closed_and_frees_its_pool_slot_and_mlflow_run(tmp_pat
     with dg.DagsterInstance.get() as instance:
         again = recover(instance, data_dir=tmp_path / "data", tracking=tracking)
     assert again.lines() == ["    nothing to recover"]
+
+
+def _hashes(folder: Path) -> dict[str, str]:
+    import hashlib
+
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.glob("*.parquet"))}
+
+
+def _range_run(env: dict, **extra) -> subprocess.Popen:
+    return subprocess.Popen(
+        [DAGSTER, "asset", "materialize", "-f", "tests/scripts/crash_defs.py", "--select", "days",
+         "--partition-range", "2013-01-01...2013-01-06"],
+        cwd=REPO_ROOT, env={**env, **extra}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+
+
+@pytest.mark.slow
+def test_kill_mid_backfill_write_then_resume_gives_the_clean_run_files(tmp_path, monkeypatch):
+    """kill -9 after 3 of 6 days were renamed into place (before Dagster recorded them): recovery puts
+    the old files back, and rerunning the same command leaves files byte-identical to a clean run."""
+    marker = tmp_path / "killed-here"
+    base = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "CRASH_MARKER": str(marker)}
+    clean_env = {**base, "DAGSTER_HOME": str(_home(tmp_path / "clean")), "CRASH_DATA_DIR": str(tmp_path / "clean" / "assets")}
+    assert _range_run(clean_env, CRASH_VERSION="2").wait(timeout=180) == 0
+    clean = _hashes(tmp_path / "clean" / "assets" / "days")
+    assert len(clean) == 6
+
+    home = _home(tmp_path / "crash")
+    env = {**base, "DAGSTER_HOME": str(home), "CRASH_DATA_DIR": str(tmp_path / "crash" / "assets")}
+    folder = tmp_path / "crash" / "assets" / "days"
+    assert _range_run(env, CRASH_VERSION="1").wait(timeout=180) == 0
+    old = _hashes(folder)
+    killed = _range_run(env, CRASH_VERSION="2", CRASH_AFTER_RENAMES="3")
+    deadline = time.monotonic() + 180
+    while not marker.exists():
+        assert killed.poll() is None and time.monotonic() < deadline, "the write did not reach the third day"
+        time.sleep(0.3)
+    os.killpg(killed.pid, signal.SIGKILL)
+    killed.wait()
+    mixed = _hashes(folder)
+    assert sum(mixed[name] != old[name] for name in old) == 3  # half new, and not recorded
+
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    with dg.DagsterInstance.get() as instance:
+        report = recover(instance, data_dir=tmp_path / "crash")
+        assert len(report.closed_runs) == 1
+        assert sorted(report.settled_partitions) == [f"days/2013-01-0{d}" for d in (1, 2, 3)]
+        assert _hashes(folder) == old  # each day is the old file again: the instance knows no new one
+        assert sorted(p.name for p in folder.iterdir() if p.name.startswith(".")) == []
+
+    assert _range_run(env, CRASH_VERSION="2").wait(timeout=180) == 0  # resume: the same command
+    assert _hashes(folder) == clean
