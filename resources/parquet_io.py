@@ -97,13 +97,13 @@ def staged_write(parts: dict[str, pd.DataFrame], paths: dict[str, Path], run_id:
             os.close(fd)
             staged[key] = tmp_name
             frame.to_parquet(tmp_name, index=False)
+        journal = folder / f"{STAGED_PREFIX}{run_id}.json"
+        had_old = {key: paths[key].exists() for key in parts}
+        atomic_write_text(journal, json.dumps({"run_id": run_id, "partitions": had_old}))
     except BaseException:
         for tmp_name in staged.values():
             Path(tmp_name).unlink(missing_ok=True)
         raise
-    journal = folder / f"{STAGED_PREFIX}{run_id}.json"
-    had_old = {key: paths[key].exists() for key in parts}
-    atomic_write_text(journal, json.dumps({"run_id": run_id, "partitions": had_old}))
     for key, tmp_name in staged.items():
         final = paths[key]
         if had_old[key]:
@@ -120,9 +120,13 @@ def prev_path(final: Path, run_id: str) -> Path:
 
 def atomic_write_text(path: Path, text: str) -> None:
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".tmp", dir=path.parent)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.write(text)
-    os.replace(tmp_name, path)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        os.replace(tmp_name, path)
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
 
 
 def settle_staged_writes(folder: Path, instance: dg.DagsterInstance, asset_key: dg.AssetKey,
@@ -130,7 +134,9 @@ def settle_staged_writes(folder: Path, instance: dg.DagsterInstance, asset_key: 
     """Settle the journals under ``folder`` of runs that are finished (or gone): keep what the run
     recorded, restore the old file of every day it did not. Returns ``{partition: outcome}``."""
     outcomes: dict[str, str] = {}
-    for journal in sorted(folder.glob(f"{STAGED_PREFIX}*.json")):
+    # newest first: a later run's old copy is an earlier run's new file, which must be settled after
+    journals = sorted(folder.glob(f"{STAGED_PREFIX}*.json"), key=lambda p: p.stat().st_mtime_ns, reverse=True)
+    for journal in journals:
         entry = json.loads(journal.read_text(encoding="utf-8"))
         run_id = entry["run_id"]
         if run_id == skip_run:
@@ -152,16 +158,16 @@ def settle_staged_writes(folder: Path, instance: dg.DagsterInstance, asset_key: 
             if run is None:
                 # a run of another instance (or deleted): nothing to decide by, so nothing is undone
                 previous.unlink(missing_ok=True)
-                outcomes[key] = f"kept the file of run {run_id}, unknown to this instance"
+                outcomes.setdefault(key, f"kept the file of run {run_id}, unknown to this instance")
             elif key in recorded:
                 previous.unlink(missing_ok=True)
-                outcomes[key] = "kept the new file (recorded)"
+                outcomes.setdefault(key, "kept the new file (recorded)")
             elif had_old and previous.exists():
                 os.replace(previous, final)
-                outcomes[key] = f"restored the old file (run {run_id} did not record it)"
+                outcomes.setdefault(key, f"restored the old file (run {run_id} did not record it)")
             elif not had_old:
                 final.unlink(missing_ok=True)
-                outcomes[key] = f"removed an unrecorded new file (run {run_id})"
+                outcomes.setdefault(key, f"removed an unrecorded new file (run {run_id})")
         journal.unlink()
     return outcomes
 
@@ -171,8 +177,7 @@ def settle_all_staged_writes(base_dir: Path, instance: dg.DagsterInstance) -> di
     outcomes: dict[str, str] = {}
     if not base_dir.exists():
         return outcomes
-    for journal in sorted(base_dir.rglob(f"{STAGED_PREFIX}*.json")):
-        folder = journal.parent
+    for folder in sorted({journal.parent for journal in base_dir.rglob(f"{STAGED_PREFIX}*.json")}):
         key = dg.AssetKey(list(folder.relative_to(base_dir).parts))
         for day, outcome in settle_staged_writes(folder, instance, key).items():
             outcomes[f"{key.to_user_string()}/{day}"] = outcome
@@ -248,11 +253,20 @@ class PartitionedParquetIOManager(dg.ConfigurableIOManager):
             for pk, frame in parts.items():
                 atomic_write_parquet(frame, paths[pk])
             return
-        if folder.exists():
-            for day, outcome in settle_staged_writes(folder, instance, key, skip_run=context.run_id).items():
-                if outcome.startswith(("restored", "removed")):
-                    context.log.warning(f"{key.to_user_string()} {day}: {outcome}")
-        staged_write(parts, paths, context.run_id)
+        try:
+            if folder.exists():
+                for day, outcome in settle_staged_writes(folder, instance, key, skip_run=context.run_id).items():
+                    if outcome.startswith(("restored", "removed")):
+                        context.log.warning(f"{key.to_user_string()} {day}: {outcome}")
+            staged_write(parts, paths, context.run_id)
+        except OSError as exc:
+            raise StoredPartitionError(
+                f"{key.to_user_string()}: could not write partition(s) {_span(list(parts))} under {folder}"
+                f" ({os.strerror(exc.errno) if exc.errno else exc}). Nothing stored was changed: the previous files are intact and"
+                " no temp file is left. Free space or make the folder writable, then rerun:"
+                f" {repair_command(key, list(parts))}",
+                folder=dg.MetadataValue.path(str(folder)),
+            ) from exc
 
     def load_input(self, context: dg.InputContext) -> pd.DataFrame:
         import pandas as pd
@@ -281,6 +295,10 @@ class PartitionedParquetIOManager(dg.ConfigurableIOManager):
         if not non_empty:
             return frames[0]
         return pd.concat(non_empty, ignore_index=True) if len(non_empty) > 1 else non_empty[0]
+
+
+def _span(keys: list[str]) -> str:
+    return keys[0] if len(keys) == 1 else f"{keys[0]} .. {keys[-1]}"
 
 
 def _instance_of(context: dg.OutputContext) -> dg.DagsterInstance | None:

@@ -190,3 +190,65 @@ def test_a_damaged_stored_partition_fails_once_naming_asset_partition_file_and_r
     assert "2013-01-03" in text and "daily_rows" in text and str(path) in text and repair in text
     if damage == "truncated":
         assert "not a readable Parquet file" in text and "magic bytes" in text
+
+
+@pytest.fixture()
+def small_tmpfs(tmp_path):
+    """A 1 MiB tmpfs mounted by the test (needs root); unmounted afterwards."""
+    import subprocess
+
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs needs root")
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)], capture_output=True, text=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def _fill(folder) -> None:
+    with open(folder / "filler", "wb") as handle:
+        try:
+            while True:
+                handle.write(b"\0" * 65536)
+                handle.flush()
+        except OSError:
+            pass
+    try:  # the last partial block too
+        with open(folder / "filler2", "wb") as handle:
+            while True:
+                handle.write(b"\0" * 512)
+                handle.flush()
+    except OSError:
+        pass
+
+
+@pytest.mark.parametrize("fault", ["disk_full", "read_only"])
+def test_a_full_disk_or_read_only_folder_fails_once_and_keeps_the_stored_files(small_tmpfs, instance, fault):
+    import subprocess
+
+    manager = PartitionedParquetIOManager(base_dir=str(small_tmpfs))
+    resources = {"parquet_io_manager": manager}
+    assert dg.materialize([daily_rows], resources=resources, tags=RANGE_TAGS, instance=instance).success
+    folder = small_tmpfs / "daily_rows"
+    before = {p.name: _sha(p) for p in folder.glob("*.parquet")}
+    if fault == "disk_full":
+        _fill(small_tmpfs)
+    else:
+        subprocess.run(["mount", "-o", "remount,ro", str(small_tmpfs)], check=True)
+
+    result = dg.materialize([daily_rows], resources=resources, instance=instance, raise_on_error=False,
+                            tags={**RANGE_TAGS, "version": "2"})
+
+    assert not result.success
+    [failure] = [e for e in result.all_events if e.event_type == dg.DagsterEventType.STEP_FAILURE]
+    text = failure.step_failure_data.user_failure_data.description
+    reason = "No space left on device" if fault == "disk_full" else "Read-only file system"
+    assert f"daily_rows: could not write partition(s) 2013-01-02 .. 2013-01-04 under {folder} ({reason})" in text
+    assert "--partition-range 2013-01-02...2013-01-04" in text
+    assert {p.name: _sha(p) for p in folder.glob("*.parquet")} == before
+    assert not [p.name for p in folder.iterdir() if p.name.endswith(".tmp")]
