@@ -1,7 +1,8 @@
 """A code location for the crash tests.
 
-- ``held`` holds a pool slot and an MLflow run, says where it is, and waits to be killed
-  (``CRASH_WAIT`` seconds); ``after`` needs the same pool.
+- ``held`` holds a pool slot, an MLflow run, a PENDING logged model and a registered candidate (as
+  training does), says where it is, and waits to be killed (``CRASH_WAIT`` seconds); ``after``
+  needs the same pool.
 - ``days``: a daily asset stored by the project's Parquet IO manager under ``CRASH_DATA_DIR``, its
   rows depending on ``CRASH_VERSION``. With ``CRASH_AFTER_RENAMES=N`` the write stops after N day
   files were renamed into place (before Dagster records anything): it writes ``CRASH_MARKER`` and
@@ -24,7 +25,13 @@ DAYS = dg.DailyPartitionsDefinition(start_date="2013-01-01", end_date="2013-01-1
 @dg.asset(pool=POOL)
 def held(context: dg.AssetExecutionContext, tracking: MlflowTracking) -> None:
     """Opens an MLflow run tagged with the Dagster run, writes a marker, then waits."""
-    with tracking.start_run("crash", run_name="held", tags={"dagster_run_id": context.run.run_id}):
+    with tracking.start_run("crash", run_name="held", tags={"dagster_run_id": context.run.run_id}) as run:
+        # what a kill during training leaves: a logged model still PENDING and a registered candidate
+        client = tracking.client()
+        model = client.create_logged_model(run.info.experiment_id, source_run_id=run.info.run_id, name="model")
+        client.create_registered_model("crash_model")
+        client.create_model_version("crash_model", f"models:/{model.model_id}", run_id=run.info.run_id,
+                                    tags={"evaluation": "pending", "dagster_run_id": context.run.run_id})
         Path(os.environ["CRASH_MARKER"]).write_text(f"{context.run.run_id} {os.getpid()}")
         time.sleep(float(os.environ.get("CRASH_WAIT", "0")))
 

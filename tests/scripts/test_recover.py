@@ -93,6 +93,11 @@ def test_killed_cli_run_is_closed_and_frees_its_pool_slot_and_mlflow_run(tmp_pat
         assert report.freed_slot_runs == [run_id]
     [mlflow_run] = tracking.client().search_runs([tracking.experiment_id("crash")])
     assert mlflow_run.info.status == "FAILED" and report.failed_mlflow_runs == [mlflow_run.info.run_id]
+    [model] = tracking.client().search_logged_models([mlflow_run.info.experiment_id])
+    assert str(model.status) .endswith("FAILED") and report.failed_logged_models == [model.model_id]
+    [candidate] = tracking.client().search_model_versions("name = 'crash_model'")
+    assert candidate.tags["evaluation"].startswith(f"abandoned: Dagster run {run_id} ended before the evaluation gate")
+    assert report.abandoned_versions == ["crash_model/1"] and candidate.aliases == []
     assert not stale.exists() and report.removed_temp_files == [stale]
 
     # the pool is free again: the next run in it goes through at once; a second pass finds nothing
