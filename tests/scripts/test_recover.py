@@ -159,3 +159,61 @@ def test_kill_mid_backfill_write_then_resume_gives_the_clean_run_files(tmp_path,
 
     assert _range_run(env, CRASH_VERSION="2").wait(timeout=180) == 0  # resume: the same command
     assert _hashes(folder) == clean
+
+
+@pytest.mark.slow
+def test_main_job_waits_for_a_run_in_progress_and_closes_it_when_it_dies(tmp_path, monkeypatch):
+    from scripts.run_main import wait_for_other_runs
+
+    home, marker = _home(tmp_path), tmp_path / "started"
+    env = {**os.environ, "DAGSTER_HOME": str(home), "CRASH_MARKER": str(marker), "CRASH_WAIT": "600",
+           "CRASH_MLFLOW_DIR": str(tmp_path / "mlflow"), "PYTHONPATH": str(REPO_ROOT)}
+    cli = _materialize("held", env, start_new_session=True)
+    deadline = time.monotonic() + 180
+    while not marker.exists():
+        assert cli.poll() is None and time.monotonic() < deadline, "the asset did not start"
+        time.sleep(0.5)
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    import threading
+
+    waited = threading.Thread(target=wait_for_other_runs, kwargs={"poll_seconds": 0.2}, daemon=True)
+    waited.start()
+    waited.join(timeout=3)
+    assert waited.is_alive(), "the main job must wait while the run is alive"
+    os.killpg(cli.pid, signal.SIGKILL)
+    cli.wait()
+    waited.join(timeout=30)
+    assert not waited.is_alive(), "the main job must go on once the run's processes are gone"
+    run_id = marker.read_text().split()[0]
+    with dg.DagsterInstance.get() as instance:
+        assert instance.get_run_by_id(run_id).status == dg.DagsterRunStatus.FAILURE
+        assert instance.event_log_storage.get_concurrency_info("crash_pool").claimed_slots == []
+
+
+@pytest.mark.slow
+def test_concurrent_range_runs_on_the_same_days_leave_whole_files_of_one_run(tmp_path, monkeypatch):
+    """Two CLI runs (not queued) write the same six days at once: both succeed, every file is one
+    run's whole output for that day, and nothing needs restoring afterwards."""
+    import pandas as pd
+
+    clean = {}
+    for version in ("1", "2"):
+        env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "DAGSTER_HOME": str(_home(tmp_path / f"clean{version}")),
+               "CRASH_DATA_DIR": str(tmp_path / f"clean{version}" / "assets")}
+        assert _range_run(env, CRASH_VERSION=version).wait(timeout=180) == 0
+        clean[version] = _hashes(tmp_path / f"clean{version}" / "assets" / "days")
+    home = _home(tmp_path / "both")
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "DAGSTER_HOME": str(home),
+           "CRASH_DATA_DIR": str(tmp_path / "both" / "assets")}
+    runs = [_range_run(env, CRASH_VERSION=version) for version in ("1", "2")]
+    assert [run.wait(timeout=300) for run in runs] == [0, 0]
+    folder = tmp_path / "both" / "assets" / "days"
+    both = _hashes(folder)
+    assert all(both[name] in (clean["1"][name], clean["2"][name]) for name in clean["1"])
+    assert all(len(pd.read_parquet(path)) == 3 for path in folder.glob("*.parquet"))
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    with dg.DagsterInstance.get() as instance:
+        report = recover(instance, data_dir=tmp_path / "both")
+        assert report.settled_partitions == {} and report.closed_runs == {}
+        assert len(instance.get_materialized_partitions(dg.AssetKey("days"))) == 6
+    assert _hashes(folder) == both
