@@ -173,4 +173,9 @@ def retry_only_unreachable(compute):
                 allow_retries=False,
             ) from exc
 
+    import inspect
+
+    # Dagster reads the parameters (context, resources, inputs) from the signature: resolve string
+    # annotations (``from __future__ import annotations``) against the asset's own module.
+    wrapper.__signature__ = inspect.signature(compute, eval_str=True)
     return wrapper
