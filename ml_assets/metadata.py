@@ -128,10 +128,11 @@ SERVICE_RETRY = MLFLOW_RETRY
 
 #: Exception class names (anywhere in an error's class hierarchy or cause chain) that mean "the
 #: service did not answer": the builtin connection errors, urllib3/requests/httpx connection and
-#: timeout errors (MLflow and qdrant-client use them), our own unavailable/locked errors, and
-#: SQLAlchemy/psycopg2's OperationalError (a database server that is down or restarting).
+#: timeout errors (MLflow and qdrant-client use them), our own MlflowUnavailableError, and
+#: SQLAlchemy/psycopg2's OperationalError (a database server that is down or restarting). A locked
+#: Qdrant local folder is not among them: the vector store resource already waited for the lock.
 UNREACHABLE_ERRORS = frozenset({
-    "ConnectionError", "TimeoutError", "MlflowUnavailableError", "VectorStoreLockedError",
+    "ConnectionError", "TimeoutError", "MlflowUnavailableError",
     "NewConnectionError", "MaxRetryError", "ConnectTimeout", "ReadTimeout", "ConnectError",
     "TimeoutException", "ResponseHandlingException", "OperationalError",
 })
