@@ -7,6 +7,7 @@
 #   ./run.sh dev     start the Dagster UI (dagster dev, 127.0.0.1:$DAGSTER_PORT, default 3000) and the
 #                    MLflow UI (127.0.0.1:$MLFLOW_PORT, default 5000) together; Ctrl-C stops both
 #   ./run.sh worker  start a dagster-celery worker (ML_EXECUTOR=celery; README "Beyond one machine")
+#   ./run.sh recover close runs whose processes died, free their pool slots, end their MLflow runs
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")"
 ROOT="$PWD"
@@ -86,6 +87,7 @@ case "$command" in
     ;;
   dev)
     install
+    .venv/bin/python -m scripts.recover
     exec .venv/bin/python -m scripts.dev "$@"
     ;;
   worker)
@@ -95,8 +97,12 @@ case "$command" in
     exec .venv/bin/dagster-celery worker start -A dagster_celery.app -y dagster_home/celery.yaml \
       --name "${WORKER_NAME:-worker-$(hostname)}" -- --concurrency="${WORKER_CONCURRENCY:-2}" "$@"
     ;;
+  recover)
+    install
+    exec .venv/bin/python -m scripts.recover "$@"
+    ;;
   *)
-    sed -n '2,11p' "$0" >&2
+    sed -n '2,12p' "$0" >&2
     exit 2
     ;;
 esac

@@ -167,6 +167,64 @@ def partition_keys(context: dg.AssetExecutionContext) -> list[str] | None:
     return list(context.partition_keys)
 
 
-#: Steps that talk to MLflow (tracking server, registry, artifact store) retry 3 times with
-#: exponential backoff; data problems raise ``data_failure`` and are never retried.
+#: Steps that talk to a service (MLflow tracking server, registry, artifact store; a Qdrant server)
+#: retry 3 times with Dagster's exponential backoff, ``delay * (2**attempt - 1)``: after 2, 6 and
+#: 14 s. Wrapped in ``retry_only_unreachable``, only an unreachable service is retried: data problems
+#: (``data_failure``, a damaged stored partition) and every other error fail at once.
 MLFLOW_RETRY = dg.RetryPolicy(max_retries=3, delay=2, backoff=dg.Backoff.EXPONENTIAL)
+SERVICE_RETRY = MLFLOW_RETRY
+
+#: Exception class names (anywhere in an error's class hierarchy or cause chain) that mean "the
+#: service did not answer": the builtin connection errors, urllib3/requests/httpx connection and
+#: timeout errors (MLflow and qdrant-client use them), our own MlflowUnavailableError, and
+#: SQLAlchemy/psycopg2's OperationalError (a database server that is down or restarting). A locked
+#: Qdrant local folder is not among them: the vector store resource already waited for the lock.
+UNREACHABLE_ERRORS = frozenset({
+    "ConnectionError", "TimeoutError", "MlflowUnavailableError",
+    "NewConnectionError", "MaxRetryError", "ConnectTimeout", "ReadTimeout", "ConnectError",
+    "TimeoutException", "ResponseHandlingException", "OperationalError",
+})
+#: What MLflow and our wrappers say when a request did not reach the server (MLflow re-raises the
+#: connection error as a plain MlflowException with this text).
+UNREACHABLE_TEXT = ("API request to", "Max retries exceeded", "Connection refused", "is unreachable")
+
+
+def service_unreachable(error: BaseException) -> bool:
+    """Whether ``error`` (or what caused it) says a service could not be reached."""
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if any(cls.__name__ in UNREACHABLE_ERRORS for cls in type(current).__mro__):
+            return True
+        if any(text in str(current) for text in UNREACHABLE_TEXT):
+            return True
+        current = current.__cause__ or current.__context__
+    return False
+
+
+def retry_only_unreachable(compute):
+    """Wrap an asset body so that its ``RetryPolicy`` applies only to an unreachable service: any
+    other error is re-raised as a ``dg.Failure`` that is not retried (the original error is its cause)."""
+    import functools
+
+    @functools.wraps(compute)
+    def wrapper(*args, **kwargs):
+        try:
+            return compute(*args, **kwargs)
+        except dg.Failure:
+            raise
+        except Exception as exc:
+            if service_unreachable(exc):
+                raise
+            raise dg.Failure(
+                description=f"{type(exc).__name__}: {exc} (not retried: not an unreachable service)",
+                allow_retries=False,
+            ) from exc
+
+    import inspect
+
+    # Dagster reads the parameters (context, resources, inputs) from the signature: resolve string
+    # annotations (``from __future__ import annotations``) against the asset's own module.
+    wrapper.__signature__ = inspect.signature(compute, eval_str=True)
+    return wrapper

@@ -97,7 +97,38 @@ def plan_stages() -> list[Stage]:
     return stages
 
 
+#: How often the main job looks again while another run is in progress.
+WAIT_POLL_SECONDS = 5.0
+
+
+def wait_for_other_runs(poll_seconds: float = WAIT_POLL_SECONDS) -> None:
+    """Wait while another run is in progress on the instance: the CLI executes a run in its own
+    process, outside the instance's run queue, so this is what keeps the main job one run at a time
+    (``concurrency.runs.max_concurrent_runs: 1`` holds only for runs submitted to the queue)."""
+    import dagster as dg
+
+    from scripts.recover import ALIVE_STATUSES, Report, close_dead_runs, free_finished_runs_slots
+
+    told = False
+    with dg.DagsterInstance.get() as instance:
+        while True:
+            report = Report()
+            close_dead_runs(instance, report)  # a run that dies while we wait does not block us
+            if report.closed_runs:
+                free_finished_runs_slots(instance, report)
+                print("\n".join(report.lines()), flush=True)
+            busy = instance.get_run_records(filters=dg.RunsFilter(statuses=list(ALIVE_STATUSES)), limit=5)
+            if not busy:
+                return
+            if not told:
+                names = ", ".join(f"{r.dagster_run.job_name} {r.dagster_run.run_id[:8]}" for r in busy)
+                print(f"    waiting: run(s) in progress on this instance ({names})", flush=True)
+                told = True
+            time.sleep(poll_seconds)
+
+
 def run_stage(stage: Stage, log_dir: Path) -> float:
+    wait_for_other_runs()
     started = time.monotonic()
     log_path = log_dir / f"main-{stage.name}.log"
     print(f"\n==> materializing {stage.describe()}", flush=True)
@@ -203,6 +234,19 @@ def failed_checks(instance, graph) -> list[str]:
     return lines
 
 
+def recover_before_start() -> None:
+    """Close what an earlier crash left (dead runs, their pool slots and MLflow runs, temp files)."""
+    import dagster as dg
+
+    from ml_assets.config.paths import data_dir
+    from scripts.recover import default_tracking, recover
+
+    with dg.DagsterInstance.get() as instance:
+        report = recover(instance, data_dir=data_dir(), tracking=default_tracking())
+    print("==> recovery (dead runs, pool slots, MLflow runs, temp files)")
+    print("\n".join(report.lines()), flush=True)
+
+
 def main() -> None:
     started = time.monotonic()
     home = Path(os.environ.setdefault("DAGSTER_HOME", str(REPO_ROOT / "dagster_home")))
@@ -210,6 +254,7 @@ def main() -> None:
     log_dir.mkdir(parents=True, exist_ok=True)
     os.chdir(REPO_ROOT)
     sys.path.insert(0, str(REPO_ROOT))
+    recover_before_start()
     stages = plan_stages()
     print(f"==> main job: {len(stages)} stage(s) on the instance in {home}")
     for stage in stages:

@@ -12,7 +12,15 @@ import dagster as dg
 
 from ml_assets.config.tabular import PipelineSpec
 from ml_assets.keys import MIN_R2_CHECK, MIN_ROC_AUC_CHECK, pipeline_keys
-from ml_assets.metadata import MLFLOW_RETRY, data_failure, float_value, markdown_table, png_markdown, rounded
+from ml_assets.metadata import (
+    MLFLOW_RETRY,
+    data_failure,
+    float_value,
+    markdown_table,
+    png_markdown,
+    retry_only_unreachable,
+    rounded,
+)
 from ml_assets.training.registry import CHALLENGER, CHAMPION, EVALUATION_TAG
 from resources.tracking import MlflowTracking
 
@@ -129,6 +137,7 @@ def build_evaluation_asset(spec: PipelineSpec, retry_policy: dg.RetryPolicy = ML
             " and the decision are in the metadata."
         ),
     )
+    @retry_only_unreachable
     def _evaluation(context: dg.AssetExecutionContext, tracking: MlflowTracking, model, training_set):
         from ml_assets.evaluation.report import evaluate_version
         from ml_assets.training.registry import ModelLoadError, load_model

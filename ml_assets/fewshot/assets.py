@@ -28,7 +28,7 @@ from ml_assets.keys import (
     TEXT_LENGTH_CHECK,
     TEXT_NOT_EMPTY_CHECK,
 )
-from ml_assets.metadata import markdown_table
+from ml_assets.metadata import SERVICE_RETRY, markdown_table, retry_only_unreachable
 from resources.embedder import SentenceTransformerEmbedder
 from resources.tracking import MlflowTracking
 from resources.vector_store import QDRANT_POOL, QdrantVectorStore
@@ -184,6 +184,7 @@ def build_fewshot_assets(spec: FewshotSpec) -> tuple[list[dg.AssetsDefinition], 
         kinds={"qdrant", "sentence_transformers"},
         ins={"examples": dg.AssetIn(FEWSHOT_EXAMPLES)},
         pool=QDRANT_POOL,
+        retry_policy=SERVICE_RETRY,
         description=(
             "The example pool embedded with sentence-transformers (normalized) into a Qdrant"
             " collection named after the model, with payload label, text, source, content hash and"
@@ -192,6 +193,7 @@ def build_fewshot_assets(spec: FewshotSpec) -> tuple[list[dg.AssetsDefinition], 
             " intact. Runs in the 'qdrant_local' pool (local mode allows one client at a time)."
         ),
     )
+    @retry_only_unreachable
     def example_embeddings(
         context: dg.AssetExecutionContext,
         config: ExampleEmbeddingsConfig,
@@ -271,6 +273,7 @@ def build_evaluation_asset(spec: FewshotSpec) -> dg.AssetsDefinition:
         ins={"examples": dg.AssetIn(FEWSHOT_EXAMPLES), "holdout_examples": dg.AssetIn(FEWSHOT_HOLDOUT)},
         deps=[FEWSHOT_EMBEDDINGS],
         pool=QDRANT_POOL,
+        retry_policy=SERVICE_RETRY,
         check_specs=[
             dg.AssetCheckSpec(
                 BEATS_RANDOM_CHECK,
@@ -284,6 +287,7 @@ def build_evaluation_asset(spec: FewshotSpec) -> dg.AssetsDefinition:
             " majority-class baseline, and retrieval latency p50/p95. Logged to MLflow."
         ),
     )
+    @retry_only_unreachable
     def evaluation_asset(
         context: dg.AssetExecutionContext,
         config: FewshotEvaluationConfig,

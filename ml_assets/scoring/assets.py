@@ -15,6 +15,7 @@ from ml_assets.metadata import (
     null_count_table,
     partition_keys,
     partition_metadata,
+    retry_only_unreachable,
     rounded,
 )
 from ml_assets.training.registry import CHAMPION
@@ -46,6 +47,7 @@ def build_predictions_asset(
             " values are scored as missing."
         ),
     )
+    @retry_only_unreachable
     def _predictions(context: dg.AssetExecutionContext, tracking: MlflowTracking, features):
         import pandas as pd
 

@@ -12,7 +12,7 @@ import dagster as dg
 from ml_assets.config.tabular import PARTITION_COLUMN, SPLIT_COLUMN, PipelineSpec
 from ml_assets.execution import launch_tags, small_run_executor
 from ml_assets.keys import pipeline_keys
-from ml_assets.metadata import MLFLOW_RETRY, data_failure, float_value, markdown_table, rounded
+from ml_assets.metadata import MLFLOW_RETRY, data_failure, float_value, markdown_table, retry_only_unreachable, rounded
 from ml_assets.training.windows import SPLITS
 from resources.tracking import MlflowTracking, MlflowUnavailableError
 
@@ -142,8 +142,10 @@ def build_model_asset(spec: PipelineSpec, pipeline_file: Path, retry_policy: dg.
         retry_policy=retry_policy,
         description=description,
     )
+    @retry_only_unreachable
     def _model(context: dg.AssetExecutionContext, tracking: MlflowTracking, training_set) -> dg.Output:
         from ml_assets.training.fitting import file_sha256, fit_model, git_commit, log_and_register
+        from ml_assets.training.registry import abandon_stale_candidates
 
         try:
             tracking.check_reachable()
@@ -162,11 +164,24 @@ def build_model_asset(spec: PipelineSpec, pipeline_file: Path, retry_policy: dg.
             raise data_failure(f"model of pipeline '{spec.name}': {exc}") from None
         tags = {"pipeline": spec.name, **tracking.dagster_tags(context.run.run_id), "git_commit": git_commit(),
                 "pipeline_yaml_sha256": file_sha256(pipeline_file)}
+        for stale in abandon_stale_candidates(tracking, spec.registered_model_name, _run_finished(context),
+                                              current_run=context.run.run_id):
+            context.log.warning(f"model version {stale} was left unevaluated by a run that ended; tagged abandoned")
         registered = log_and_register(tracking, fitted, training_set, spec, pipeline_file, tags)
         context.log.info(f"registered {registered.name} version {registered.version} (MLflow run {registered.run_id})")
         return dg.Output(registered, metadata=model_metadata(registered, fitted, tracking, tags))
 
     return _model
+
+
+def _run_finished(context: dg.AssetExecutionContext):
+    """``run_id -> bool``: whether the instance knows the run as finished (or not at all)."""
+
+    def finished(run_id: str) -> bool:
+        run = context.instance.get_run_by_id(run_id)
+        return run is None or run.is_finished
+
+    return finished
 
 
 def build_training_defs(spec: PipelineSpec, pipeline_file: Path) -> dg.Definitions:

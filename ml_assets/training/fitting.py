@@ -128,7 +128,7 @@ def log_and_register(
     import mlflow
 
     from ml_assets.evaluation.plots import plot_feature_importance
-    from ml_assets.training.registry import EVALUATION_TAG, log_model, model_input
+    from ml_assets.training.registry import log_model, model_input
 
     bundle, tuned, name = fitted.bundle, fitted.tuning, spec.registered_model_name
     days = window_days(training_set)
@@ -161,13 +161,12 @@ def log_and_register(
         tracking.log_dict(days, "partitions_used.json")
         train = split_rows(training_set, "train")
         sample = model_input(train.sample(min(len(train), 2000), random_state=spec.model.seed), numeric, categorical)
-        info = log_model(bundle, sample, name, workdir)
+        info = log_model(bundle, sample, name, workdir,
+                         version_tags={**tags, "threshold": f"{bundle.threshold:.6f}"})
         version = str(info.registered_model_version)
         client = tracking.client()
         description = training_description(spec, training_set, days, tags)
         client.set_tag(run.info.run_id, "mlflow.note.content", description)
         client.update_model_version(name, version, description=description)
-        for key, value in {**tags, "threshold": f"{bundle.threshold:.6f}", EVALUATION_TAG: "pending"}.items():
-            client.set_model_version_tag(name, version, key, value)
     return RegisteredModel(name, version, run.info.run_id, f"models:/{name}/{version}", spec.target.task,
                            run.info.experiment_id)

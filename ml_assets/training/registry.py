@@ -18,8 +18,14 @@ CHAMPION = "champion"
 CHALLENGER = "challenger"
 #: The model's code, logged with every version.
 MODEL_CODE = Path(__file__).with_name("tabular_model.py")
-#: Version tag: set to "pending" at registration, replaced by the gate's decision.
+#: Version tag: a version is created as a candidate with it set to "pending" (in the same request
+#: that creates it); the evaluation gate replaces it with its decision, and only the gate sets
+#: aliases. A candidate whose training run ended before the gate is tagged "abandoned: ...".
 EVALUATION_TAG = "evaluation"
+PENDING = "pending"
+ABANDONED = "abandoned"
+#: Version tag naming the Dagster run that trained it.
+DAGSTER_RUN_TAG = "dagster_run_id"
 
 
 class ModelLoadError(RuntimeError):
@@ -37,10 +43,13 @@ def model_input(frame: Any, numeric: list[str], categorical: list[str]) -> Any:
     return result
 
 
-def log_model(bundle: Any, sample: Any, registered_name: str, workdir: Path) -> Any:
+def log_model(bundle: Any, sample: Any, registered_name: str, workdir: Path,
+              version_tags: dict[str, str] | None = None) -> Any:
     """Log ``bundle`` (a ``ModelBundle``) to the active MLflow run as a new version of
     ``registered_name``, with its signature and an input example from ``sample`` (``model_input``:
-    the signature is inferred from all of it, so columns with missing values become optional)."""
+    the signature is inferred from all of it, so columns with missing values become optional).
+    The version is created with ``version_tags`` and tagged as a candidate awaiting evaluation, in
+    the registration request itself, so no crash leaves a version that looks evaluated."""
     import lightgbm
     import mlflow
     import numpy
@@ -62,6 +71,7 @@ def log_model(bundle: Any, sample: Any, registered_name: str, workdir: Path) -> 
         signature=signature,
         input_example=sample.head(5),
         registered_model_name=registered_name,
+        tags={**(version_tags or {}), EVALUATION_TAG: PENDING},
         pip_requirements=[
             f"mlflow=={mlflow.__version__}", f"lightgbm=={lightgbm.__version__}",
             f"pandas=={pandas.__version__}", f"numpy=={numpy.__version__}",
@@ -118,3 +128,26 @@ def champion_model(tracking: MlflowTracking, spec: Any) -> tuple[str, Any]:
             " layout of this project? Re-point the alias to a valid version or retrain."
         ) from None
     return str(version.version), model
+
+
+def abandon_stale_candidates(tracking: MlflowTracking, name: str | None, run_finished: Any,
+                             current_run: str | None = None) -> list[str]:
+    """Tag every candidate (``evaluation: pending``) of model ``name`` (every model when None) whose
+    training run is finished, other than ``current_run``, as abandoned: it never reached the gate,
+    so it never holds an alias. ``run_finished(run_id)`` asks the Dagster instance. Returns
+    ``name/version`` of each version tagged."""
+    query = f"tags.{EVALUATION_TAG} = '{PENDING}'" + (f" and name = '{name}'" if name else "")
+    client = tracking.client()
+    tagged = []
+    for version in client.search_model_versions(query):
+        run_id = version.tags.get(DAGSTER_RUN_TAG)
+        if not run_id or run_id == current_run or not run_finished(run_id):
+            continue
+        client.set_model_version_tag(
+            version.name, version.version, EVALUATION_TAG,
+            f"{ABANDONED}: Dagster run {run_id} ended before the evaluation gate, so this version was"
+            " never evaluated and never promoted. The next training run registers a new candidate;"
+            " delete this one when you like.",
+        )
+        tagged.append(f"{version.name}/{version.version}")
+    return tagged

@@ -106,3 +106,149 @@ def test_output_outside_the_run_window_is_refused(tmp_path):
     with pytest.raises(ValueError, match=r"outside the partitions being written"):
         dg.materialize([wrong_days], resources={"parquet_io_manager": manager}, partition_key="2013-01-04")
     assert not (tmp_path / "wrong_days").exists()
+
+
+# --------------------------------------------------------------------------- faults
+
+
+def _sha(path) -> str:
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_a_killed_range_write_is_undone_for_every_day_its_run_did_not_record(tmp_path, instance):
+    """Each day ends as the old file or the new file the instance recorded, never an unknown new one."""
+    from resources.parquet_io import settle_all_staged_writes, staged_write
+
+    manager = PartitionedParquetIOManager(base_dir=str(tmp_path))
+    resources = {"parquet_io_manager": manager}
+    assert dg.materialize([daily_rows], resources=resources, tags=RANGE_TAGS, instance=instance).success
+    folder = tmp_path / "daily_rows"
+    clean = {p.name: _sha(p) for p in folder.glob("*.parquet")}
+
+    @dg.asset(partitions_def=DAYS)
+    def killed() -> None:
+        raise RuntimeError("stands for a kill -9 after the files were renamed, before the events")
+
+    dead = dg.materialize([killed], partition_key="2013-01-02", instance=instance, raise_on_error=False)
+    new = pd.DataFrame({"partition_date": ["x"], "value": [99], "version": ["2"]})
+    days = ["2013-01-02", "2013-01-03", "2013-01-04", "2013-01-05"]  # 01-05 had no file before
+    staged_write({d: new for d in days}, {d: manager.path_for(dg.AssetKey("daily_rows"), d) for d in days},
+                 dead.run_id)
+    assert set(pd.read_parquet(folder / "2013-01-02.parquet").version) == {"2"}  # the crash state
+
+    outcomes = settle_all_staged_writes(tmp_path, instance)
+
+    assert {p.name: _sha(p) for p in folder.glob("*.parquet")} == clean  # byte-identical, 01-05 gone
+    assert outcomes["daily_rows/2013-01-05"].startswith("removed an unrecorded new file")
+    assert outcomes["daily_rows/2013-01-02"].startswith("restored the old file")
+    assert sorted(p.name for p in folder.iterdir() if p.name.startswith(".")) == []
+
+
+def test_a_recorded_range_write_keeps_its_files_and_the_next_write_drops_the_old_copies(tmp_path, instance):
+    manager = PartitionedParquetIOManager(base_dir=str(tmp_path))
+    resources = {"parquet_io_manager": manager}
+    for version in ("1", "2"):
+        assert dg.materialize([daily_rows], resources=resources, tags={**RANGE_TAGS, "version": version},
+                              instance=instance).success
+    folder = tmp_path / "daily_rows"
+    assert set(pd.read_parquet(folder / "2013-01-04.parquet").version) == {"2"}
+    hidden = sorted(p.name for p in folder.iterdir() if p.name.startswith("."))
+    # only the last run's journal and its hard links to the files it replaced remain until settled
+    assert len(hidden) == 4 and all(n.endswith(".prev") for n in hidden if not n.startswith(".staged-"))
+    from resources.parquet_io import settle_all_staged_writes
+
+    assert all(o.startswith("kept") for o in settle_all_staged_writes(tmp_path, instance).values())
+    assert sorted(p.name for p in folder.iterdir()) == ["2013-01-02.parquet", "2013-01-03.parquet", "2013-01-04.parquet"]
+
+
+@pytest.mark.parametrize("damage", ["truncated", "missing"])
+def test_a_damaged_stored_partition_fails_once_naming_asset_partition_file_and_repair(tmp_path, instance, damage):
+    manager = PartitionedParquetIOManager(base_dir=str(tmp_path))
+    resources = {"parquet_io_manager": manager}
+    assert dg.materialize([daily_rows], resources=resources, tags=RANGE_TAGS, instance=instance).success
+    path = tmp_path / "daily_rows" / "2013-01-03.parquet"
+    if damage == "truncated":
+        path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    else:
+        path.unlink()
+
+    @dg.asset(partitions_def=DAYS, io_manager_key="parquet_io_manager",
+              retry_policy=dg.RetryPolicy(max_retries=3, delay=0.1),
+              ins={"daily_rows": dg.AssetIn(partition_mapping=dg.TimeWindowPartitionMapping(start_offset=-1))})
+    def reader(daily_rows: pd.DataFrame) -> pd.DataFrame:
+        return daily_rows
+
+    result = dg.materialize([daily_rows, reader], selection=[reader], resources=resources, instance=instance,
+                            partition_key="2013-01-04", raise_on_error=False)
+    assert not result.success
+    assert not [e for e in result.all_events if e.event_type == dg.DagsterEventType.STEP_RESTARTED]
+    [failure] = [e for e in result.all_events if e.event_type == dg.DagsterEventType.STEP_FAILURE]
+    text = str(failure.step_failure_data.user_failure_data.description)
+    repair = "dagster asset materialize -f definitions.py --select 'daily_rows' --partition 2013-01-03"
+    assert "2013-01-03" in text and "daily_rows" in text and str(path) in text and repair in text
+    if damage == "truncated":
+        assert "not a readable Parquet file" in text and "magic bytes" in text
+
+
+@pytest.fixture()
+def small_tmpfs(tmp_path):
+    """A 1 MiB tmpfs mounted by the test (needs root); unmounted afterwards."""
+    import subprocess
+
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs needs root")
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)], capture_output=True, text=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def _fill(folder) -> None:
+    with open(folder / "filler", "wb") as handle:
+        try:
+            while True:
+                handle.write(b"\0" * 65536)
+                handle.flush()
+        except OSError:
+            pass
+    try:  # the last partial block too
+        with open(folder / "filler2", "wb") as handle:
+            while True:
+                handle.write(b"\0" * 512)
+                handle.flush()
+    except OSError:
+        pass
+
+
+@pytest.mark.parametrize("fault", ["disk_full", "read_only"])
+def test_a_full_disk_or_read_only_folder_fails_once_and_keeps_the_stored_files(small_tmpfs, instance, fault):
+    import subprocess
+
+    manager = PartitionedParquetIOManager(base_dir=str(small_tmpfs))
+    resources = {"parquet_io_manager": manager}
+    assert dg.materialize([daily_rows], resources=resources, tags=RANGE_TAGS, instance=instance).success
+    folder = small_tmpfs / "daily_rows"
+    before = {p.name: _sha(p) for p in folder.glob("*.parquet")}
+    if fault == "disk_full":
+        _fill(small_tmpfs)
+    else:
+        subprocess.run(["mount", "-o", "remount,ro", str(small_tmpfs)], check=True)
+
+    result = dg.materialize([daily_rows], resources=resources, instance=instance, raise_on_error=False,
+                            tags={**RANGE_TAGS, "version": "2"})
+
+    assert not result.success
+    [failure] = [e for e in result.all_events if e.event_type == dg.DagsterEventType.STEP_FAILURE]
+    text = failure.step_failure_data.user_failure_data.description
+    reason = "No space left on device" if fault == "disk_full" else "Read-only file system"
+    assert f"daily_rows: could not write partition(s) 2013-01-02 .. 2013-01-04 under {folder} ({reason})" in text
+    assert "--partition-range 2013-01-02...2013-01-04" in text
+    assert {p.name: _sha(p) for p in folder.glob("*.parquet")} == before
+    assert not [p.name for p in folder.iterdir() if p.name.endswith(".tmp")]
