@@ -12,7 +12,7 @@ import dagster as dg
 from ml_assets.config.tabular import PARTITION_COLUMN, SPLIT_COLUMN, PipelineSpec
 from ml_assets.execution import launch_tags, small_run_executor
 from ml_assets.keys import pipeline_keys
-from ml_assets.metadata import MLFLOW_RETRY, data_failure, float_value, markdown_table, retry_only_unreachable, rounded
+from ml_assets.metadata import MLFLOW_RETRY, data_failure, float_value, markdown_table, retry_only_unreachable
 from ml_assets.training.windows import SPLITS
 from resources.tracking import MlflowTracking, MlflowUnavailableError
 
