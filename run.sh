@@ -5,6 +5,7 @@
 #   ./run.sh main    materialize the whole asset graph on the embedded defaults, then say where to look
 #   ./run.sh test    install the test extras, check the import contracts, run the test suite (args go to pytest)
 #   ./run.sh dev     start the Dagster UI (dagster dev) on 127.0.0.1:3000
+#   ./run.sh serve   start the scoring service (champion model, online features) on 127.0.0.1:${PORT:-8000}
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")"
 ROOT="$PWD"
@@ -60,8 +61,12 @@ case "$command" in
     install
     exec .venv/bin/dagster dev -w workspace.yaml -h 127.0.0.1 -p "${PORT:-3000}" "$@"
     ;;
+  serve)
+    install
+    exec .venv/bin/python -m ml_assets.serving.server "$@"
+    ;;
   *)
-    sed -n '2,9p' "$0" >&2
+    sed -n '2,10p' "$0" >&2
     exit 2
     ;;
 esac
