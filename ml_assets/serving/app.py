@@ -12,7 +12,6 @@ A missing or wrongly typed field is a 422 naming it; no champion is a 503 saying
 come only from the MLflow registry by alias. No Dagster here; heavy libraries load in ``create_app``.
 """
 
-from __future__ import annotations
 
 import datetime as dt
 import time

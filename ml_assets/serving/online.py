@@ -153,6 +153,8 @@ def request_features(rows: pd.DataFrame, spec: PipelineSpec, req_spec: PipelineS
     out = get_feature_function(spec.features.function)(sources, None, req_spec, **spec.features.params)
     if len(out) != len(frame):
         raise ValueError(f"the feature function returned {len(out)} rows for {len(frame)} request rows")
+    if len(frame) == 1:
+        return out
     # the function sorts by (day, entity key), stably: the same sort of the request rows tells where
     # each output row came from
     day_numbers, valid, _, _ = rows_for_days(frame, spec, None)

@@ -56,6 +56,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--poll-seconds", type=float, default=10.0,
                         help="how often the service asks the registry where the aliases point")
     args = parser.parse_args(argv)
+    # Requests are small: one OpenMP thread per prediction is faster than waking a pool per request
+    # (and does not spin on a busy machine). Set before LightGBM loads; a user's setting wins.
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
 
     import uvicorn
 

@@ -46,15 +46,14 @@ def serving(trained, feature_store, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("serving")
     from ml_assets.ingest.assets import daily_partitions
 
-    features_asset = next(a for a in project.assets if project.keys.features in a.keys)
     online = build_online_features_asset(project.spec, daily_partitions(project.spec))
     sqlite_path = tmp / "online.sqlite"
     result = dg.materialize(
-        [online, features_asset],
+        [*project.assets, online],
         selection=[project.keys.online_features], partition_key=DAY, instance=project.instance,
         resources={"parquet_io_manager": PartitionedParquetIOManager(base_dir=str(feature_store)),
                    "online_store": OnlineFeatureStore(sqlite_path=str(sqlite_path)),
-                   "data_source": project.resources["data_source"]},
+                   "data_source": project.resources["data_source"], "tracking": project.tracking},
     )
     assert result.success
     settings = ServiceSettings(spec=project.spec, tracking=project.tracking,
@@ -103,6 +102,7 @@ def test_every_flight_of_a_real_day_scores_the_same_online_and_offline(serving, 
     from ml_assets.serving.traffic import read_day
 
     served = read_day(serving["settings"].traffic_path, DAY)
+    served = served[served["request_id"] == served["request_id"].value_counts().index[0]]  # the whole day
     offline_features = pd.read_parquet(feature_store / "flights" / "features" / f"{DAY}.parquet")
     key = ["carrier", "flight", "origin"]
     columns = [*project.spec.features.numeric, *project.spec.features.categorical]
@@ -128,13 +128,15 @@ def test_bad_requests_are_422_naming_the_field_and_unknowns_are_scored_and_count
     assert [err["loc"] for err in response.json()["detail"]] == [["body", "rows", 0, "flight"]]
     assert client.post("/predict", json={"rows": []}).status_code == 422
     # an unknown carrier, and a day without online records: scored as missing values, and counted
-    unknown = {**row, "carrier": "ZZ", "day": 13, "time_hour": row["time_hour"].replace("-12T", "-13T")}
+    next_day = (pd.Timestamp(row["time_hour"]) + pd.Timedelta(days=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    unknown = {**row, "carrier": "ZZ", "day": row["day"] + 1, "time_hour": next_day}
     response = client.post("/predict", json={"rows": [unknown]})
     assert response.status_code == 200, response.text
     assert 0 < response.json()["predictions"][0]["score"] < 1
     metrics = client.get("/metrics").text
     assert 'serving_unseen_categories_total{column="carrier"} 1.0' in metrics
     assert 'serving_online_missing_keys_total{group="carrier"} 1.0' in metrics
+    assert 'serving_online_missing_keys_total{group="origin+sched_dep_hour"} 1.0' in metrics
     assert 'serving_model_version_info{alias="champion",name="flights_delay",version="1"} 1.0' in metrics
     assert "serving_request_latency_seconds_bucket" in metrics
 
@@ -235,3 +237,97 @@ def test_served_predictions_hold_the_traffic_with_the_shadow_challenger(serving,
     # version 2 was trained on the same data with the same seed: the shadow scores are the champion's
     np.testing.assert_allclose(with_challenger["challenger_score"], with_challenger["delayed_score"])
     assert {"carrier_delay_rate_28d", "precip_sum_12h", "delayed_score", "model_version"} <= set(served.columns)
+
+
+def served_frame(feature_store, day: str, champion_scores=None) -> pd.DataFrame:
+    """A day of served traffic as ``served_predictions`` stores it, from the real offline predictions
+    of version 1: the challenger (version 2) gets those scores, the champion ``champion_scores``
+    (default: the same ones)."""
+    predictions = pd.read_parquet(feature_store / "flights" / "predictions" / f"{day}.parquet")
+    out = predictions.rename(columns={})[["year", "month", "day", "carrier", "flight", "origin", PARTITION_COLUMN]].copy()
+    out["challenger_score"] = predictions["delayed_score"].to_numpy()
+    out["challenger_predicted"] = predictions["delayed_predicted"].to_numpy().astype(float)
+    scores = predictions["delayed_score"].to_numpy() if champion_scores is None else champion_scores
+    out["delayed_score"] = scores
+    out["delayed_predicted"] = (scores >= 0.5).astype(float)
+    out["model_version"], out["challenger_version"] = "1", "2"
+    return out
+
+
+@pytest.mark.slow
+def test_live_comparison_uses_the_gate_test_on_served_rows_and_real_outcomes(serving, flights_csv_path, feature_store):
+    from ml_assets.serving.live import compare_day
+
+    spec = serving["project"].spec
+    outcomes = raw_day(flights_csv_path)
+    same = compare_day(spec, served_frame(feature_store, DAY), outcomes, min_rows=200)
+    assert same["status"] == "compared" and same["labelled_rows"] > 900
+    assert same["delta"] == 0 and not same["significant"]
+    assert (same["champion_version"], same["challenger_version"]) == ("1", "2")
+    # a champion scoring at random loses to the real scores of the challenger
+    rng = np.random.default_rng(0)
+    worse = compare_day(spec, served_frame(feature_store, DAY, rng.random(len(outcomes))), outcomes, min_rows=200)
+    assert worse["significant"] and worse["delta"] > 0.1 and worse["p_value"] < 0.05
+    assert worse["challenger_auc"] > 0.7 > 0.6 > worse["champion_auc"]
+    too_few = compare_day(spec, served_frame(feature_store, DAY).head(50), outcomes, min_rows=200)
+    assert too_few["status"] == "insufficient" and too_few["labelled_rows"] <= 50
+    assert f"{too_few['labelled_rows']} served rows with a known outcome, 200 needed" == too_few["reason"]
+
+
+@pytest.mark.slow
+def test_live_promotion_sensor_promotes_after_consecutive_wins_with_cooldown_and_audit(
+    serving, flights_csv_path, feature_store, tmp_path
+):
+    """On a copy of the registry: three significant days promote version 2, tag both versions and
+    observe the asset; the cursor's cooldown holds a second promotion back."""
+    import shutil
+
+    from ml_assets.keys import pipeline_keys
+    from ml_assets.serving.live import compare_day
+    from resources.tracking import MlflowTracking
+    from sensors.live_promotion import EVIDENCE_TAG, PROMOTED_TAG, REPLACED_TAG, build_live_promotion_sensor
+
+    project = serving["project"]
+    spec = project.spec
+    source = project.tracking.resolved_tracking_uri()[len("sqlite:///"):]
+    shutil.copy(source, tmp_path / "mlflow.db")
+    tracking = MlflowTracking(local_dir=str(tmp_path))
+    key = pipeline_keys(spec).live_comparison
+    sensor = build_live_promotion_sensor(spec)
+    rng = np.random.default_rng(1)
+    with dg.instance_for_test() as instance:
+        def tick(cursor=None):
+            context = dg.build_sensor_context(instance=instance, cursor=cursor, resources={"tracking": tracking})
+            return sensor(context), context.cursor
+
+        result, cursor = tick()
+        assert isinstance(result, dg.SkipReason) and "no flights/live_comparison" in result.skip_message
+        outcomes = raw_day(flights_csv_path)
+        for i, day in enumerate(["2013-03-10", "2013-03-11", "2013-03-12"]):
+            verdict = compare_day(spec, served_frame(feature_store, DAY, rng.random(len(outcomes))), outcomes, 200)
+            instance.report_runless_asset_event(dg.AssetMaterialization(
+                asset_key=key, partition=day, metadata={k: v for k, v in verdict.items() if v is not None}))
+            result, cursor = tick(cursor)
+            if i < 2:
+                assert isinstance(result, dg.SkipReason) and f"{i + 1} day(s) compared" in result.skip_message
+        assert isinstance(result, dg.SensorResult)
+        (observation,) = result.asset_events
+        assert observation.metadata["promoted_version"].value == "2"
+        assert observation.metadata["evidence_days"].value == "2013-03-10, 2013-03-11, 2013-03-12"
+        client = tracking.client()
+        assert str(client.get_model_version_by_alias("flights_delay", CHAMPION).version) == "2"
+        assert tracking.alias_version("flights_delay", "challenger") is None
+        new, old = client.get_model_version("flights_delay", "2"), client.get_model_version("flights_delay", "1")
+        assert PROMOTED_TAG in new.tags and "2013-03-12" in new.tags[EVIDENCE_TAG]
+        assert old.tags[REPLACED_TAG] == "2"
+        # the original registry is untouched
+        assert str(project.tracking.alias_version("flights_delay", CHAMPION).version) == "1"
+        # version 1 as challenger again, winning: the cooldown holds it back
+        client.set_registered_model_alias("flights_delay", "challenger", "1")
+        for day in ["2013-03-13", "2013-03-14", "2013-03-15"]:
+            verdict = compare_day(spec, served_frame(feature_store, DAY, rng.random(len(outcomes))), outcomes, 200)
+            verdict.update(champion_version="2", challenger_version="1")
+            instance.report_runless_asset_event(dg.AssetMaterialization(
+                asset_key=key, partition=day, metadata={k: v for k, v in verdict.items() if v is not None}))
+        result, cursor = tick(cursor)
+        assert isinstance(result, dg.SkipReason) and "cooling down" in result.skip_message
