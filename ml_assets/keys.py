@@ -68,6 +68,10 @@ class PipelineKeys:
         return self.asset("served_predictions")
 
     @property
+    def served_drift_report(self) -> dg.AssetKey:
+        return self.asset("served_drift_report")
+
+    @property
     def live_comparison(self) -> dg.AssetKey:
         return self.asset("live_comparison")
 

@@ -14,6 +14,7 @@ traffic it served as a daily asset, and the live champion/challenger comparison 
 import dagster as dg
 from pydantic import Field
 
+from ml_assets.config.paths import data_dir
 from ml_assets.config.tabular import PARTITION_COLUMN, PipelineSpec
 from ml_assets.keys import pipeline_keys
 from ml_assets.metadata import data_failure, markdown_table, partition_keys
@@ -188,8 +189,48 @@ def build_live_comparison_asset(spec: PipelineSpec, partitions_def: dg.Partition
     return _live_comparison
 
 
+def build_served_drift_asset(spec: PipelineSpec, partitions_def: dg.PartitionsDefinition) -> dg.AssetsDefinition:
+    """The drift report of the served traffic: the drift stage's own code on ``served_predictions``
+    (each flight once, its last answer) against the champion's reference."""
+    keys = pipeline_keys(spec)
+    key_columns = list(spec.sources[spec.primary_source].entity_key)
+
+    @dg.asset(
+        key=keys.served_drift_report,
+        group_name=keys.serving_group,
+        kinds={"evidently"},
+        ins={"served": dg.AssetIn(key=keys.served_predictions), "reference": dg.AssetIn(key=keys.reference)},
+        partitions_def=partitions_def,
+        automation_condition=dg.AutomationCondition.eager(),
+        code_version=SERVING_CODE_VERSION,
+        description=(
+            "Daily drift of the served traffic (features the service used and the champion's scores)"
+            " against the reference, with the drift report's methods and thresholds."
+        ),
+    )
+    def _served_drift(context: dg.AssetExecutionContext, served, reference):
+        from ml_assets.monitoring.assets import day_metadata
+        from ml_assets.monitoring.drift import drift_settings
+        from ml_assets.monitoring.reports import drift_by_day
+
+        day = context.partition_key
+        rows = served.drop_duplicates(key_columns, keep="last").reset_index(drop=True) if len(served) else served
+        _, config = drift_settings(spec)
+        score = f"{spec.target.name}_score"
+        features = rows.drop(columns=[score]) if score in rows else rows
+        reports = drift_by_day(reference, features, rows, [day], key_columns, config, render=lambda _: False,
+                               report_folder=data_dir() / "reports" / spec.name / "served_drift",
+                               log=context.log.warning)
+        metadata = day_metadata(reports[0]) if reports else {"days": dg.MetadataValue.int(0)}
+        return dg.MaterializeResult(metadata={**metadata, "served_rows": dg.MetadataValue.int(len(rows))})
+
+    return _served_drift
+
+
 def build_serving_defs(spec: PipelineSpec, partitions_def: dg.PartitionsDefinition) -> dg.Definitions:
     """The serving stage's assets (kept up to date by Declarative Automation; no job of their own)."""
     assets = [build_online_features_asset(spec, partitions_def), build_served_predictions_asset(spec, partitions_def),
               build_live_comparison_asset(spec, partitions_def)]
+    if spec.monitoring is not None:
+        assets.append(build_served_drift_asset(spec, partitions_def))
     return dg.Definitions(assets=assets)

@@ -237,6 +237,21 @@ def test_served_predictions_hold_the_traffic_with_the_shadow_challenger(serving,
     # version 2 was trained on the same data with the same seed: the shadow scores are the champion's
     np.testing.assert_allclose(with_challenger["challenger_score"], with_challenger["delayed_score"])
     assert {"carrier_delay_rate_28d", "precip_sum_12h", "delayed_score", "model_version"} <= set(served.columns)
+    # the served traffic feeds drift monitoring: the drift code on it against the champion's reference
+    from ml_assets.serving.assets import build_served_drift_asset
+
+    drift = build_served_drift_asset(project.spec, daily_partitions(project.spec))
+    (store / "flights" / "training_set.parquet").symlink_to(project.store / "flights" / "training_set.parquet")
+    resources = {**project.resources, "parquet_io_manager": PartitionedParquetIOManager(base_dir=str(store))}
+    assets = [*project.assets, asset, drift]
+    assert dg.materialize(assets, selection=[project.keys.reference], instance=project.instance,
+                          resources=resources).success
+    result = dg.materialize(assets, selection=[project.keys.served_drift_report], partition_key=DAY,
+                            instance=project.instance, resources=resources)
+    assert result.success
+    md = metadata_of(result, "flights__served_drift_report")
+    assert md["served_rows"] == served.drop_duplicates(["carrier", "flight", "origin"]).shape[0]
+    assert md["rows"] == md["served_rows"] and isinstance(md["data_drift"], bool) and md["prediction_score"] >= 0
 
 
 def served_frame(feature_store, day: str, champion_scores=None) -> pd.DataFrame:
@@ -331,3 +346,37 @@ def test_live_promotion_sensor_promotes_after_consecutive_wins_with_cooldown_and
                 asset_key=key, partition=day, metadata={k: v for k, v in verdict.items() if v is not None}))
         result, cursor = tick(cursor)
         assert isinstance(result, dg.SkipReason) and "cooling down" in result.skip_message
+
+
+@pytest.mark.slow
+def test_the_server_command_serves_on_loopback(serving, flights_csv_path, tmp_path):
+    """``python -m ml_assets.serving.server`` (what ``./run.sh serve`` runs): real HTTP on 127.0.0.1."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    import requests
+
+    from tests.conftest import REPO_ROOT, free_port, wait_for_http
+
+    (tmp_path / "online").mkdir()
+    shutil.copy(serving["tmp"] / "online.sqlite", tmp_path / "online" / "features.sqlite")
+    port = free_port()
+    env = dict(os.environ, ML_DATA_DIR=str(tmp_path), PORT=str(port),
+               MLFLOW_TRACKING_URI=serving["project"].tracking.resolved_tracking_uri())
+    server = subprocess.Popen([sys.executable, "-m", "ml_assets.serving.server"], cwd=REPO_ROOT, env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_for_http(f"{url}/ready", server, "the scoring service")
+        rows = as_rows(raw_day(flights_csv_path).iloc[:2])
+        body = requests.post(f"{url}/predict", json={"rows": rows}, timeout=30).json()
+        assert body["model"] == {"name": "flights_delay", "version": "1"} and len(body["predictions"]) == 2
+        metrics = requests.get(f"{url}/metrics", timeout=10).text
+        assert 'serving_requests_total{endpoint="/predict",status="200"} 1.0' in metrics
+        assert requests.get(f"{url}/docs", timeout=10).status_code == 200
+    finally:
+        server.terminate()
+        server.wait(30)
+    assert (tmp_path / "serving" / "flights" / "traffic.sqlite").exists()
