@@ -175,37 +175,48 @@ class JoinStats:
     missing_by_row: list[list[str]] = field(default_factory=list)
 
 
+def key_column(values: pd.Series) -> pd.Series:
+    """``key_text`` of each value, computed once per distinct value."""
+    import pandas as pd
+
+    codes, uniques = pd.factorize(values, use_na_sentinel=False)
+    texts = [key_text(v) for v in uniques]
+    return pd.Series([texts[c] for c in codes], index=values.index, dtype=object)
+
+
 def join_online(
     features: pd.DataFrame, spec: PipelineSpec, store: KeyValueStore, groups: dict[tuple[str, ...], list[str]]
 ) -> tuple[pd.DataFrame, JoinStats]:
     """``features`` with every online feature filled from ``store`` by the row's day and key; a key
     with no record (no history, or a day without online features) leaves the features missing (NaN,
-    which the model scores as missing) and is counted per group."""
-    import numpy as np
+    which the model scores as missing) and is counted per group. Each distinct key is read and
+    parsed once."""
+    import pandas as pd
 
     out = features.copy()
     stats = JoinStats(rows=len(out), missing_by_row=[[] for _ in range(len(out))])
-    days = out[PARTITION_COLUMN].astype(object).to_numpy()
-    plan: list[tuple[str, list[str], int, int]] = []
-    keys: list[str] = []
+    prefix = spec.name + "|" + out[PARTITION_COLUMN].astype(str) + "|"
+    row_keys: dict[tuple[str, ...], pd.Series] = {}
+    for columns in groups:
+        key = prefix + group_name(columns)
+        for column in columns:
+            key = key + "|" + key_column(out[column])
+        row_keys[columns] = key
+    distinct = list(dict.fromkeys(k for keys in row_keys.values() for k in keys))
+    found = dict(zip(distinct, store.get_many(distinct)))
     for columns, names in groups.items():
         group = group_name(columns)
-        parts = [out[c].to_numpy(dtype=object) for c in columns]
-        start = len(keys)
-        for i in range(len(out)):
-            keys.append(store_key(spec.name, str(days[i]), group, tuple(p[i] for p in parts)))
-        plan.append((group, names, start, len(keys)))
-    found = store.get_many(keys)
-    for group, names, start, stop in plan:
-        chunk = found[start:stop]
-        stats.missing[group] = sum(record is None for record in chunk)
-        for i, record in enumerate(chunk):
-            if record is None:
-                stats.missing_by_row[i].append(group)
+        keys = row_keys[columns]
+        present = keys.map(lambda k: found[k] is not None).to_numpy(dtype=bool)
+        stats.missing[group] = int((~present).sum())
+        for i in (~present).nonzero()[0]:
+            stats.missing_by_row[i].append(group)
+        unique = [k for k in dict.fromkeys(keys) if found[k] is not None]
+        table = pd.DataFrame.from_records([found[k] for k in unique], index=unique, columns=names)
+        aligned = table.reindex(keys.to_numpy())
         for name in names:
-            out[name] = np.array(
-                [np.nan if r is None or r.get(name) is None else r[name] for r in chunk], dtype="float64"
-            ) if name in spec.features.numeric else np.array(
-                [None if r is None else r.get(name) for r in chunk], dtype=object
-            )
+            if name in spec.features.numeric:
+                out[name] = pd.to_numeric(aligned[name], errors="coerce").astype("float64").to_numpy()
+            else:
+                out[name] = aligned[name].astype(object).where(aligned[name].notna(), None).to_numpy()
     return out, stats

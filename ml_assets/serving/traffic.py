@@ -101,18 +101,22 @@ class TrafficLog:
         if challenger is not None:
             challenger_scores = challenger.model.score(features)
         champion_scores = item["scores"]
-        rows = []
-        records = features.to_json(orient="records", date_format="iso")
-        for i, text in enumerate(json.loads(records)):
-            rows.append((
-                item["request_id"], i, item["served_at"], text.get("partition_date"),
-                item["champion_version"], float(champion_scores["score"].iat[i]),
-                float(champion_scores["label"].iat[i]),
-                challenger.version if challenger is not None else None,
-                float(challenger_scores["score"].iat[i]) if challenger_scores is not None else None,
-                float(challenger_scores["label"].iat[i]) if challenger_scores is not None else None,
-                json.dumps(item["missing_keys"][i]), json.dumps(item["unseen"][i]), json.dumps(text),
-            ))
+        # one JSON text per row, by pandas in one call
+        texts = features.to_json(orient="records", lines=True, date_format="iso").splitlines()
+        days = features["partition_date"].astype(object).where(features["partition_date"].notna(), None).tolist()
+        champion = champion_scores["score"].to_numpy(dtype=float).tolist()
+        champion_label = champion_scores["label"].to_numpy(dtype=float).tolist()
+        if challenger_scores is not None:
+            shadow = challenger_scores["score"].to_numpy(dtype=float).tolist()
+            shadow_label = challenger_scores["label"].to_numpy(dtype=float).tolist()
+        rows = [
+            (item["request_id"], i, item["served_at"], days[i], item["champion_version"], champion[i],
+             champion_label[i], challenger.version if challenger is not None else None,
+             shadow[i] if challenger_scores is not None else None,
+             shadow_label[i] if challenger_scores is not None else None,
+             json.dumps(item["missing_keys"][i]), json.dumps(item["unseen"][i]), texts[i])
+            for i in range(len(texts))
+        ]
         with conn:
             conn.executemany(f"INSERT OR REPLACE INTO served VALUES ({','.join('?' * len(COLUMNS))})", rows)
         self.written += len(rows)

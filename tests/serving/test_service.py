@@ -352,7 +352,6 @@ def test_live_promotion_sensor_promotes_after_consecutive_wins_with_cooldown_and
 def test_the_server_command_serves_on_loopback(serving, flights_csv_path, tmp_path):
     """``python -m ml_assets.serving.server`` (what ``./run.sh serve`` runs): real HTTP on 127.0.0.1."""
     import os
-    import shutil
     import subprocess
     import sys
 
@@ -360,8 +359,12 @@ def test_the_server_command_serves_on_loopback(serving, flights_csv_path, tmp_pa
 
     from tests.conftest import REPO_ROOT, free_port, wait_for_http
 
+    import sqlite3
+
     (tmp_path / "online").mkdir()
-    shutil.copy(serving["tmp"] / "online.sqlite", tmp_path / "online" / "features.sqlite")
+    with sqlite3.connect(serving["tmp"] / "online.sqlite") as source, \
+            sqlite3.connect(tmp_path / "online" / "features.sqlite") as copy:
+        source.backup(copy)  # the store is in WAL mode: a file copy could miss recent writes
     port = free_port()
     env = dict(os.environ, ML_DATA_DIR=str(tmp_path), PORT=str(port),
                MLFLOW_TRACKING_URI=serving["project"].tracking.resolved_tracking_uri())
@@ -371,12 +374,15 @@ def test_the_server_command_serves_on_loopback(serving, flights_csv_path, tmp_pa
     try:
         wait_for_http(f"{url}/ready", server, "the scoring service")
         rows = as_rows(raw_day(flights_csv_path).iloc[:2])
-        body = requests.post(f"{url}/predict", json={"rows": rows}, timeout=30).json()
+        response = requests.post(f"{url}/predict", json={"rows": rows}, timeout=30)
+        assert response.status_code == 200, response.text
+        body = response.json()
         assert body["model"] == {"name": "flights_delay", "version": "1"} and len(body["predictions"]) == 2
         metrics = requests.get(f"{url}/metrics", timeout=10).text
         assert 'serving_requests_total{endpoint="/predict",status="200"} 1.0' in metrics
         assert requests.get(f"{url}/docs", timeout=10).status_code == 200
     finally:
         server.terminate()
-        server.wait(30)
+        _, errors = server.communicate(timeout=30)
+    assert "Traceback" not in errors, errors[-3000:]
     assert (tmp_path / "serving" / "flights" / "traffic.sqlite").exists()
