@@ -212,7 +212,8 @@ def join_online(
         for i in (~present).nonzero()[0]:
             stats.missing_by_row[i].append(group)
         unique = [k for k in dict.fromkeys(keys) if found[k] is not None]
-        table = pd.DataFrame.from_records([found[k] for k in unique], index=unique, columns=names)
+        table = pd.DataFrame.from_records([found[k] for k in unique], columns=names)
+        table.index = pd.Index(unique, dtype=object)
         aligned = table.reindex(keys.to_numpy())
         for name in names:
             if name in spec.features.numeric:

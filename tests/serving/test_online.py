@@ -59,6 +59,14 @@ def test_sqlite_store_gives_the_offline_features_back(flights_spec, day_features
     records, _ = online_records(day_features, flights_spec)
     store.replace(namespace("flights", DAY), dict(list(records.items())[:10]))
     assert store.get_many(list(records)[10:12]) == [None, None]
+    # a day without online records: every online feature missing, every row counted per group
+    other = day_raw.assign(day=11, time_hour=(pd.to_datetime(day_raw["time_hour"]) - pd.Timedelta(days=1))
+                           .dt.strftime("%Y-%m-%dT%H:%M:%SZ"))
+    rows = other[list(request_columns(flights_spec))]
+    joined, stats = join_online(request_features(rows, flights_spec, request_spec(flights_spec)), flights_spec,
+                                store, groups_of(flights_spec))
+    assert set(stats.missing.values()) == {len(day_raw)}
+    assert joined["carrier_delay_rate_28d"].isna().all() and joined["distance"].notna().all()
 
 
 def test_redis_store_gives_the_same(flights_spec, day_features, day_raw):
