@@ -42,7 +42,11 @@ def serving(trained, feature_store, tmp_path_factory):
     from resources.online_store import OnlineFeatureStore, SqliteKeyValueStore
     from resources.parquet_io import PartitionedParquetIOManager
 
+    from tests.conftest import failure_message
+
     project = trained["project"]
+    # the shadow, alias and live-gate tests need the shared project's second version (the challenger)
+    assert trained["second"].success, f"the shared second training run failed: {failure_message(trained['second'])}"
     tmp = tmp_path_factory.mktemp("serving")
     from ml_assets.ingest.assets import daily_partitions
 
