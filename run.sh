@@ -8,6 +8,7 @@
 #                    MLflow UI (127.0.0.1:$MLFLOW_PORT, default 5000) together; Ctrl-C stops both
 #   ./run.sh worker  start a dagster-celery worker (ML_EXECUTOR=celery; README "Beyond one machine")
 #   ./run.sh recover close runs whose processes died, free their pool slots, end their MLflow runs
+#   ./run.sh serve   start the scoring service (champion model, online features) on 127.0.0.1:${PORT:-8000}
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")"
 ROOT="$PWD"
@@ -101,8 +102,12 @@ case "$command" in
     install
     exec .venv/bin/python -m scripts.recover "$@"
     ;;
+  serve)
+    install
+    exec .venv/bin/python -m ml_assets.serving.server "$@"
+    ;;
   *)
-    sed -n '2,12p' "$0" >&2
+    sed -n '2,13p' "$0" >&2
     exit 2
     ;;
 esac

@@ -1,7 +1,7 @@
 """The asset graph: per pipeline YAML in ``pipelines/``, each stage's definitions merged.
 
 A tabular pipeline gets ``ingest`` (raw assets and checks) and ``features``; with a ``model`` section
-``training``, ``evaluation`` and ``scoring``; with a ``monitoring`` section ``monitoring`` (reference,
+``training``, ``evaluation`` and ``scoring`` (and, when daily partitioned, ``serving``); with a ``monitoring`` section ``monitoring`` (reference,
 drift, freshness policies). The few-shot YAML gets the ``fewshot`` stage. Nothing else lives here:
 each stage's Dagster definitions are in its ``assets.py``, its work in plain modules beside it.
 """
@@ -64,6 +64,10 @@ def build_tabular_pipeline(spec: PipelineSpec, file: Path) -> TabularPipeline:
         from ml_assets.training.assets import build_training_defs
 
         parts += [build_training_defs(spec, file), build_evaluation_defs(spec), build_scoring_defs(spec, partitions_def)]
+        if partitions_def is not None:
+            from ml_assets.serving.assets import build_serving_defs
+
+            parts.append(build_serving_defs(spec, partitions_def))
     if spec.monitoring is not None:
         from ml_assets.monitoring.assets import build_monitoring_defs, freshness_policy
 
@@ -123,6 +127,7 @@ def resource_settings(
     settings of the few-shot YAML, and the alert policy of the first monitored pipeline."""
     from ml_assets.config.paths import REPO_ROOT, data_dir, mlflow_dir
     from ml_assets.fewshot.store import embedder_settings
+    from ml_assets.serving.server import online_store_path
 
     spec = load_fewshot_spec(fewshot_file)
     return {
@@ -132,6 +137,7 @@ def resource_settings(
         "embedder": embedder_settings(spec),
         "qdrant_path": spec.store_path(),
         "qdrant_lock_timeout_seconds": spec.vector_store.lock_timeout_seconds,
+        "online_store_path": str(online_store_path()),
         "alerts": next(
             ({"suppression_minutes": p.spec.monitoring.alerts.suppression_minutes,
               "escalate_after": p.spec.monitoring.alerts.escalate_after}

@@ -2,7 +2,8 @@
 
 A tabular pipeline named ``p`` gets ``p/raw_<source>`` and ``p/features`` (group ``p``),
 ``p/training_set``, ``p/model`` and ``p/model_evaluation`` (group ``p_training``), ``p/predictions``
-(group ``p_scoring``) and ``p/reference`` and ``p/drift_report`` (group ``p_monitoring``). Stage
+(group ``p_scoring``), ``p/online_features``, ``p/served_predictions`` and ``p/live_comparison``
+(group ``p_serving``) and ``p/reference`` and ``p/drift_report`` (group ``p_monitoring``). Stage
 assets, sensors and the main job take their names from here.
 """
 
@@ -61,6 +62,22 @@ class PipelineKeys:
         return self.asset("predictions")
 
     @property
+    def online_features(self) -> dg.AssetKey:
+        return self.asset("online_features")
+
+    @property
+    def served_predictions(self) -> dg.AssetKey:
+        return self.asset("served_predictions")
+
+    @property
+    def served_drift_report(self) -> dg.AssetKey:
+        return self.asset("served_drift_report")
+
+    @property
+    def live_comparison(self) -> dg.AssetKey:
+        return self.asset("live_comparison")
+
+    @property
     def reference(self) -> dg.AssetKey:
         return self.asset("reference")
 
@@ -80,6 +97,10 @@ class PipelineKeys:
     @property
     def scoring_group(self) -> str:
         return f"{self.name}_scoring"
+
+    @property
+    def serving_group(self) -> str:
+        return f"{self.name}_serving"
 
     @property
     def monitoring_group(self) -> str:
@@ -118,6 +139,10 @@ class PipelineKeys:
     @property
     def drift_sensor(self) -> str:
         return f"{self.name}_drift_retrain_sensor"
+
+    @property
+    def live_promotion_sensor(self) -> str:
+        return f"{self.name}_live_promotion_sensor"
 
 
 def pipeline_keys(spec_or_name) -> PipelineKeys:

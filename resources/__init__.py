@@ -17,6 +17,7 @@ import dagster as dg
 from resources.data_sources import DataSourceResource
 from resources.embedder import SentenceTransformerEmbedder
 from resources.notifier import Notifier
+from resources.online_store import OnlineFeatureStore
 from resources.parquet_io import PartitionedParquetIOManager
 from resources.tracking import MlflowTracking
 from resources.vector_store import QdrantVectorStore
@@ -37,6 +38,7 @@ def build_resources(
     qdrant_path: str,
     qdrant_lock_timeout_seconds: float = 30.0,
     alerts: dict[str, Any] | None = None,
+    online_store_path: str | None = None,
 ) -> dict[str, Any]:
     """Every resource of the code location, by key."""
     return {
@@ -52,4 +54,8 @@ def build_resources(
             lock_timeout_seconds=qdrant_lock_timeout_seconds,
         ),
         "notifier": Notifier(urls=optional_env("ALERT_URLS"), **(alerts or {})),
+        "online_store": OnlineFeatureStore(
+            sqlite_path=online_store_path or str(Path(data_dir) / "online" / "features.sqlite"),
+            redis_url=optional_env("ONLINE_STORE_REDIS_URL"),
+        ),
     }

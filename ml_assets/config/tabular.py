@@ -418,6 +418,21 @@ class MonitoringSection(Strict):
     schedules: ScheduleSettings = Field(default_factory=ScheduleSettings)
 
 
+class LiveGateSettings(Strict):
+    """The live A/B gate: champion and challenger compared on the served traffic of each day."""
+
+    days: int = Field(default=3, ge=1, description="Consecutive days the challenger must be significantly better.")
+    min_rows: int = Field(default=200, ge=10, description="Labelled served rows a day needs to count.")
+    cooldown_hours: float = Field(default=24.0, ge=0, description="No live promotion within this time of the last.")
+    sensor_interval_seconds: int = Field(default=300, ge=30)
+
+
+class ServingSection(Strict):
+    """Online serving (``./run.sh serve``): the live champion/challenger gate."""
+
+    live_gate: LiveGateSettings = Field(default_factory=LiveGateSettings)
+
+
 class PipelineSpec(Strict):
     """One tabular pipeline: sources, partitioning, target, features and validation."""
 
@@ -434,6 +449,9 @@ class PipelineSpec(Strict):
     evaluation: EvaluationSection = Field(default_factory=EvaluationSection)
     monitoring: MonitoringSection | None = Field(
         default=None, description="Drift, retraining, freshness, alerts and schedules (needs 'model')."
+    )
+    serving: ServingSection = Field(
+        default_factory=ServingSection, description="Online serving and its live A/B gate (used with 'model')."
     )
 
     @field_validator("sources")

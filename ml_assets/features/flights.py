@@ -21,6 +21,7 @@ from ml_assets.features.functions import (
     pipeline_timezone,
     primary_frame,
     register_feature_function,
+    register_online_keys,
     rows_for_days,
     target_values,
     utc_times,
@@ -388,3 +389,30 @@ def flights_features(
             out[name] = computed[name]
     out[spec.target.name] = labels[target].to_numpy()
     return finish(out, spec)
+
+
+@register_online_keys("flights_features")
+def flights_online_keys(spec: PipelineSpec) -> dict[str, tuple[str, ...]]:
+    """The flights features a request row cannot compute alone, with the feature-frame columns that
+    fix their value within a day: history features by their entity (``carrier``, ``route`` =
+    origin and dest, ``flight`` = carrier and flight number, ``origin``, ``dest``, ``origin_hour``),
+    the day's schedule counts by origin (and scheduled hour), and origin weather (at the scheduled
+    hour, or over the hours before it) by origin and scheduled hour. Every other feature (calendar
+    parts, flight columns such as ``distance``, ``carrier``) comes from the request row."""
+    request = set(spec.sources[spec.primary_source].validation.columns) | set(
+        spec.sources[spec.primary_source].entity_key
+    )
+    keys: dict[str, tuple[str, ...]] = {}
+    for name in dict.fromkeys([*spec.features.numeric, *spec.features.categorical]):
+        match = _HISTORY_NAME.match(name)
+        if name in _CALENDAR_FEATURES:
+            continue
+        if match:
+            keys[name] = _HISTORY_ENTITIES[match["entity"]]
+        elif name == "sched_origin_day_flights":
+            keys[name] = ("origin",)
+        elif name == "sched_origin_hour_flights":
+            keys[name] = ("origin", "sched_dep_hour")
+        elif name not in request:  # a weather reading or window at the origin's scheduled hour
+            keys[name] = ("origin", "sched_dep_hour")
+    return keys

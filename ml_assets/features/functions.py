@@ -33,6 +33,11 @@ FeatureFunction = Callable[..., "pd.DataFrame"]
 
 FEATURE_FUNCTIONS: dict[str, FeatureFunction] = {}
 
+#: Per feature function, ``fn(spec) -> {feature: key columns}``: the features a single request row
+#: cannot compute alone (history, context sources, counts over the day), each with the columns of
+#: the feature frame that determine its value within one day. Online serving stores them per key.
+ONLINE_KEY_FUNCTIONS: dict[str, Callable[[PipelineSpec], dict[str, tuple[str, ...]]]] = {}
+
 
 _OPERATORS: dict[str, Callable[[Any, Any], Any]] = {
     ">": operator.gt,
@@ -61,6 +66,23 @@ def register_feature_function(name: str) -> Callable[[FeatureFunction], FeatureF
         return fn
 
     return decorator
+
+
+def register_online_keys(name: str):
+    """Decorator registering the online keys function of the feature function ``name``."""
+
+    def decorator(fn):
+        ONLINE_KEY_FUNCTIONS[name] = fn
+        return fn
+
+    return decorator
+
+
+def online_feature_keys(spec: PipelineSpec) -> dict[str, tuple[str, ...]]:
+    """``{feature: key columns}`` of the features of ``spec`` that need more than the request row
+    (empty for a feature function without online keys: every feature comes from the row itself)."""
+    fn = ONLINE_KEY_FUNCTIONS.get(spec.features.function)
+    return fn(spec) if fn is not None else {}
 
 
 def get_feature_function(name: str) -> FeatureFunction:

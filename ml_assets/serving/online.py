@@ -1,0 +1,223 @@
+"""Online features from the offline feature code: what is stored per key, and how a request joins it.
+
+The offline features of a day (the pipeline's own feature function, run by the features asset) hold,
+for every feature a request row cannot compute alone, a value that depends only on a few key columns
+within that day (``online_feature_keys``: a carrier's delay rate over 28 days depends on the carrier,
+the origin's weather at 14:00 on the origin and the hour). ``online_records`` splits the day's feature
+frame into one record per (group, key) and refuses a feature whose value is not constant within its
+key. At request time ``request_features`` runs the same feature function on the request rows alone for
+everything else (calendar parts, flight columns), and ``join_online`` fills in the stored values, so
+both paths compute every feature with one piece of code.
+
+Store keys are ``<pipeline>|<day>|<group>|<key values>``: a request row's day (its partition date)
+picks the records of that day. No Dagster here; pandas loads inside the functions.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from ml_assets.config.tabular import PARTITION_COLUMN, PipelineSpec
+from ml_assets.features.functions import get_feature_function, online_feature_keys
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from resources.online_store import KeyValueStore
+
+
+def request_columns(spec: PipelineSpec) -> dict[str, str]:
+    """``{column: type}`` a caller may send: the primary source's validated columns and entity key,
+    without the target's column and the excluded columns that are not part of the entity key
+    (outcomes known only later)."""
+    source = spec.sources[spec.primary_source]
+    key = set(source.entity_key)
+    banned = {spec.target.column} | (set(spec.features.exclude) - key)
+    columns = {c: t for c, t in source.validation.columns.items() if c not in banned}
+    for column in source.entity_key:
+        columns.setdefault(column, "str")
+    return columns
+
+
+def required_columns(spec: PipelineSpec) -> list[str]:
+    """Request columns that may not be missing: the entity key, the time column and ``not_null``
+    columns, plus any column a request-side feature reads directly."""
+    source = spec.sources[spec.primary_source]
+    allowed = request_columns(spec)
+    wanted = [*source.entity_key, *source.validation.not_null]
+    time_column = spec.time_column_for(spec.primary_source)
+    if time_column:
+        wanted.append(time_column)
+    return [c for c in dict.fromkeys(wanted) if c in allowed]
+
+
+def group_name(columns: tuple[str, ...]) -> str:
+    return "+".join(columns)
+
+
+def key_text(value: Any) -> str:
+    """One key value as text, the same for an int and the equal float (``7`` and ``7.0``)."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    if hasattr(value, "item"):  # numpy scalar
+        return key_text(value.item())
+    return str(value)
+
+
+def store_key(pipeline: str, day: str, group: str, values: tuple[Any, ...]) -> str:
+    return "|".join([pipeline, day, group, *(key_text(v) for v in values)])
+
+
+def namespace(pipeline: str, day: str) -> str:
+    return f"{pipeline}|{day}"
+
+
+def groups_of(spec: PipelineSpec) -> dict[tuple[str, ...], list[str]]:
+    """``{key columns: features}`` of the online features of ``spec``."""
+    groups: dict[tuple[str, ...], list[str]] = {}
+    for feature, columns in online_feature_keys(spec).items():
+        groups.setdefault(columns, []).append(feature)
+    return groups
+
+
+def json_value(value: Any) -> Any:
+    """A JSON-safe number (None for NaN) or text."""
+    if value is None:
+        return None
+    if hasattr(value, "item"):
+        value = value.item()
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    return value
+
+
+def online_records(features: pd.DataFrame, spec: PipelineSpec) -> tuple[dict[str, dict[str, Any]], dict[str, int]]:
+    """Records of one day's offline feature frame: ``{store key: {feature: value}}`` per group key,
+    and the number of keys per group. A ValueError names a feature whose value differs within its
+    key on that day (the online key would be wrong)."""
+    days = features[PARTITION_COLUMN].dropna().unique().tolist()
+    if len(days) != 1:
+        raise ValueError(f"online_records takes the features of exactly one day, got {sorted(days)[:5]}")
+    (day,) = days
+    records: dict[str, dict[str, Any]] = {}
+    counts: dict[str, int] = {}
+    for columns, names in groups_of(spec).items():
+        missing = [c for c in [*columns, *names] if c not in features.columns]
+        if missing:
+            raise ValueError(f"the features of {day} have no column(s) {missing} needed online")
+        frame = features[[*columns, *names]]
+        grouped = frame.groupby(list(columns), dropna=False, sort=False)
+        distinct = grouped[names].nunique(dropna=False)
+        varying = [n for n in names if (distinct[n] > 1).any()]
+        if varying:
+            raise ValueError(
+                f"features {varying} of {day} take more than one value for the same"
+                f" {group_name(columns)}: they cannot be served by that key"
+            )
+        first = grouped[names].first().reset_index()
+        group = group_name(columns)
+        for row in first.itertuples(index=False):
+            values = tuple(row[: len(columns)])
+            records[store_key(spec.name, day, group, values)] = {
+                n: json_value(v) for n, v in zip(names, row[len(columns):])
+            }
+        counts[group] = len(first)
+    return records, counts
+
+
+def request_spec(spec: PipelineSpec) -> PipelineSpec:
+    """``spec`` with only the features a request row computes alone (for ``request_features``)."""
+    online = online_feature_keys(spec)
+    features = spec.features.model_copy(update={
+        "numeric": [f for f in spec.features.numeric if f not in online],
+        "categorical": [f for f in spec.features.categorical if f not in online],
+    })
+    return spec.model_copy(update={"features": features})
+
+
+def request_features(rows: pd.DataFrame, spec: PipelineSpec, req_spec: PipelineSpec) -> pd.DataFrame:
+    """The request-side features of ``rows`` (raw primary-source columns), in request order, by the
+    pipeline's own feature function on the rows alone (every row is a target row; its day is its
+    partition date; the outcome column is absent, so the label is missing)."""
+    import numpy as np
+
+    from ml_assets.features.functions import day_strings, rows_for_days
+
+    frame = rows.reset_index(drop=True)
+    frame[spec.target.column] = np.nan
+    sources = {spec.primary_source: frame}
+    out = get_feature_function(spec.features.function)(sources, None, req_spec, **spec.features.params)
+    if len(out) != len(frame):
+        raise ValueError(f"the feature function returned {len(out)} rows for {len(frame)} request rows")
+    if len(frame) == 1:
+        return out
+    # the function sorts by (day, entity key), stably: the same sort of the request rows tells where
+    # each output row came from
+    day_numbers, valid, _, _ = rows_for_days(frame, spec, None)
+    order = list(dict.fromkeys([PARTITION_COLUMN, *spec.sources[spec.primary_source].entity_key]))
+    keyed = frame.assign(**{PARTITION_COLUMN: day_strings(day_numbers, valid)})[order]
+    origin = keyed.sort_values(order, kind="mergesort", na_position="last").index.to_numpy()
+    out.index = origin
+    return out.sort_index()
+
+
+@dataclass
+class JoinStats:
+    """What a request's join found: rows, and per group the rows whose key had no stored record."""
+
+    rows: int = 0
+    missing: dict[str, int] = field(default_factory=dict)
+    #: per row, the groups whose key had no record
+    missing_by_row: list[list[str]] = field(default_factory=list)
+
+
+def key_column(values: pd.Series) -> pd.Series:
+    """``key_text`` of each value, computed once per distinct value."""
+    import pandas as pd
+
+    codes, uniques = pd.factorize(values, use_na_sentinel=False)
+    texts = [key_text(v) for v in uniques]
+    return pd.Series([texts[c] for c in codes], index=values.index, dtype=object)
+
+
+def join_online(
+    features: pd.DataFrame, spec: PipelineSpec, store: KeyValueStore, groups: dict[tuple[str, ...], list[str]]
+) -> tuple[pd.DataFrame, JoinStats]:
+    """``features`` with every online feature filled from ``store`` by the row's day and key; a key
+    with no record (no history, or a day without online features) leaves the features missing (NaN,
+    which the model scores as missing) and is counted per group. Each distinct key is read and
+    parsed once."""
+    import pandas as pd
+
+    out = features.copy()
+    stats = JoinStats(rows=len(out), missing_by_row=[[] for _ in range(len(out))])
+    prefix = spec.name + "|" + out[PARTITION_COLUMN].astype(str) + "|"
+    row_keys: dict[tuple[str, ...], pd.Series] = {}
+    for columns in groups:
+        key = prefix + group_name(columns)
+        for column in columns:
+            key = key + "|" + key_column(out[column])
+        row_keys[columns] = key
+    distinct = list(dict.fromkeys(k for keys in row_keys.values() for k in keys))
+    found = dict(zip(distinct, store.get_many(distinct)))
+    for columns, names in groups.items():
+        group = group_name(columns)
+        keys = row_keys[columns]
+        present = keys.map(lambda k: found[k] is not None).to_numpy(dtype=bool)
+        stats.missing[group] = int((~present).sum())
+        for i in (~present).nonzero()[0]:
+            stats.missing_by_row[i].append(group)
+        unique = [k for k in dict.fromkeys(keys) if found[k] is not None]
+        table = pd.DataFrame.from_records([found[k] for k in unique], columns=names)
+        table.index = pd.Index(unique, dtype=object)
+        aligned = table.reindex(keys.to_numpy())
+        for name in names:
+            if name in spec.features.numeric:
+                out[name] = pd.to_numeric(aligned[name], errors="coerce").astype("float64").to_numpy()
+            else:
+                out[name] = aligned[name].astype(object).where(aligned[name].notna(), None).to_numpy()
+    return out, stats

@@ -1,0 +1,122 @@
+"""The served-traffic log: every scored row with its features, the champion's score and (scored off
+the response path) the challenger's, in a SQLite file the ``served_predictions`` asset reads per day.
+
+``TrafficLog.submit`` only puts the request on a queue; one worker thread scores the challenger and
+writes the rows, so neither slows the response. No Dagster here.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import queue
+import sqlite3
+import threading
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+log = logging.getLogger("ml_platform.serving")
+
+COLUMNS = (
+    "request_id", "row_index", "served_at", "partition_date", "champion_version", "champion_score",
+    "champion_label", "challenger_version", "challenger_score", "challenger_label", "missing_keys",
+    "unseen_categories", "features",
+)
+
+
+def connect(path: str | Path) -> sqlite3.Connection:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(path, timeout=30, check_same_thread=False)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute(
+        "CREATE TABLE IF NOT EXISTS served (request_id TEXT, row_index INTEGER, served_at TEXT,"
+        " partition_date TEXT, champion_version TEXT, champion_score REAL, champion_label REAL,"
+        " challenger_version TEXT, challenger_score REAL, challenger_label REAL, missing_keys TEXT,"
+        " unseen_categories TEXT, features TEXT, PRIMARY KEY (request_id, row_index))"
+    )
+    conn.execute("CREATE INDEX IF NOT EXISTS served_day ON served (partition_date)")
+    return conn
+
+
+def read_day(path: str | Path, day: str) -> pd.DataFrame:
+    """The rows served for flights of ``day`` (their partition date), oldest first; features expanded
+    into columns."""
+    import pandas as pd
+
+    if not Path(path).exists():
+        return pd.DataFrame(columns=[c for c in COLUMNS if c != "features"])
+    with connect(path) as conn:
+        frame = pd.read_sql_query(
+            "SELECT * FROM served WHERE partition_date = ? ORDER BY served_at, request_id, row_index",
+            conn, params=(day,),
+        )
+    features = pd.DataFrame([json.loads(text) for text in frame.pop("features")], index=frame.index)
+    features = features.drop(columns=[c for c in features.columns if c in frame.columns])
+    return pd.concat([frame, features], axis=1)
+
+
+class TrafficLog:
+    """A queue and one writer thread: ``submit`` returns at once."""
+
+    def __init__(self, path: str | Path, max_queue: int = 10_000) -> None:
+        self.path = Path(path)
+        self.queue: queue.Queue = queue.Queue(maxsize=max_queue)
+        self.dropped = 0
+        self.written = 0
+        self._thread = threading.Thread(target=self._run, name="traffic-log", daemon=True)
+        self._thread.start()
+
+    def submit(self, item: dict[str, Any]) -> None:
+        try:
+            self.queue.put_nowait(item)
+        except queue.Full:
+            self.dropped += 1
+
+    def flush(self, timeout: float = 30.0) -> None:
+        """Wait until everything submitted so far is written (tests, shutdown)."""
+        done = threading.Event()
+        self.queue.put({"flush": done})
+        done.wait(timeout)
+
+    def _run(self) -> None:
+        conn = connect(self.path)
+        while True:
+            item = self.queue.get()
+            if "flush" in item:
+                item["flush"].set()
+                continue
+            try:
+                self._write(conn, item)
+            except Exception:  # noqa: BLE001 - a bad log write must not stop the writer
+                log.exception("writing served traffic failed")
+
+    def _write(self, conn: sqlite3.Connection, item: dict[str, Any]) -> None:
+        features: pd.DataFrame = item["features"]
+        challenger = item.get("challenger")
+        challenger_scores = None
+        if challenger is not None:
+            challenger_scores = challenger.model.score(features)
+        champion_scores = item["scores"]
+        # one JSON text per row, by pandas in one call
+        texts = features.to_json(orient="records", lines=True, date_format="iso").splitlines()
+        days = features["partition_date"].astype(object).where(features["partition_date"].notna(), None).tolist()
+        champion = champion_scores["score"].to_numpy(dtype=float).tolist()
+        champion_label = champion_scores["label"].to_numpy(dtype=float).tolist()
+        if challenger_scores is not None:
+            shadow = challenger_scores["score"].to_numpy(dtype=float).tolist()
+            shadow_label = challenger_scores["label"].to_numpy(dtype=float).tolist()
+        rows = [
+            (item["request_id"], i, item["served_at"], days[i], item["champion_version"], champion[i],
+             champion_label[i], challenger.version if challenger is not None else None,
+             shadow[i] if challenger_scores is not None else None,
+             shadow_label[i] if challenger_scores is not None else None,
+             json.dumps(item["missing_keys"][i]), json.dumps(item["unseen"][i]), texts[i])
+            for i in range(len(texts))
+        ]
+        with conn:
+            conn.executemany(f"INSERT OR REPLACE INTO served VALUES ({','.join('?' * len(COLUMNS))})", rows)
+        self.written += len(rows)
