@@ -34,21 +34,24 @@ def log_report(tracking: MlflowTracking, run_id: str, report: Any) -> None:
 
 def report_metadata(report: Any, classification: bool) -> dict[str, Any]:
     metrics = report.metrics
-    columns = ["model", *[c for c in ("roc_auc", "pr_auc", "log_loss", "brier", "rmse", "mae", "r2")
+    columns = ["model", *[c for c in ("roc_auc", "pr_auc", "accuracy", "f1", "log_loss", "brier", "rmse", "mae", "r2")
                           if c in report.baseline_rows[0]]]
     metadata: dict[str, Any] = {
         "decision": dg.MetadataValue.text(report.decision.reason),
         "metrics": dg.MetadataValue.json(dict(metrics)),
         "baselines": dg.MetadataValue.md(markdown_table([{c: r.get(c) for c in columns} for r in report.baseline_rows])),
     }
-    names = ("roc_auc", "pr_auc", "log_loss", "brier", "precision", "recall", "f1", "ece", "threshold") \
+    names = ("roc_auc", "pr_auc", "log_loss", "brier", "precision", "recall", "f1", "accuracy", "ece", "threshold") \
         if classification else ("rmse", "mae", "r2")
     for name in names:
         if metrics.get(name) is not None:
             metadata[f"test_{name}"] = dg.MetadataValue.float(float(metrics[name]))
-    if report.versus:
-        for row, name in zip(report.baseline_rows[1:], ("naive", "logistic")):
-            metadata[f"{name}_baseline_roc_auc"] = dg.MetadataValue.float(float(row["roc_auc"]))
+    headline = "roc_auc" if classification else "r2"
+    for row in report.baseline_rows[1:]:
+        name = row["key"]
+        if row.get(headline) is not None and row[headline] == row[headline]:
+            metadata[f"{name}_baseline_{headline}"] = dg.MetadataValue.float(float(row[headline]))
+        if report.versus and name in report.versus:
             metadata[f"vs_{name}_delta_auc"] = dg.MetadataValue.float(float(report.versus[name]["delta_auc"]))
             metadata[f"vs_{name}_p_value"] = dg.MetadataValue.float(float(report.versus[name]["p_value"]))
     comparison = report.comparison
@@ -67,7 +70,7 @@ def report_metadata(report: Any, classification: bool) -> dict[str, Any]:
 
 def build_evaluation_asset(spec: PipelineSpec, retry_policy: dg.RetryPolicy = MLFLOW_RETRY) -> dg.AssetsDefinition:
     keys, evaluation, name = pipeline_keys(spec), spec.evaluation, spec.registered_model_name
-    classification = spec.target.task == "classification"
+    classification = spec.target.task != "regression"  # binary or multiclass: the ROC-AUC floor
     gate_name = MIN_ROC_AUC_CHECK if classification else MIN_R2_CHECK
     gate_floor = evaluation.min_roc_auc if classification else evaluation.min_r2
     gate_metric = "ROC-AUC" if classification else "R^2"
@@ -83,7 +86,9 @@ def build_evaluation_asset(spec: PipelineSpec, retry_policy: dg.RetryPolicy = ML
         "paired_bootstrap": f"a paired bootstrap of the AUC difference ({evaluation.bootstrap_samples} resamples)",
         "delong": "DeLong's test of the AUC difference",
         "mcnemar": "McNemar's test on the thresholded predictions",
-    }[evaluation.comparison] if classification else "a paired t-test of the squared errors"
+    }[evaluation.comparison] if spec.target.task == "classification" else (
+        "McNemar's test on the rows each model classifies correctly" if classification
+        else "a paired t-test of the squared errors")
 
     @dg.asset(
         key=keys.evaluation,
@@ -115,7 +120,10 @@ def build_evaluation_asset(spec: PipelineSpec, retry_policy: dg.RetryPolicy = ML
                 raise data_failure(f"alias '{CHAMPION}' of '{name}': {exc}. Re-point the alias"
                                    " (MlflowClient.set_registered_model_alias) or delete it.") from None
         with tempfile.TemporaryDirectory() as tmp:
-            report = evaluate_version(spec, training_set, new_model, model.version, champion, Path(tmp))
+            try:
+                report = evaluate_version(spec, training_set, new_model, model.version, champion, Path(tmp))
+            except ValueError as exc:  # a data problem: retrying cannot help (MLflow errors still retry)
+                raise data_failure(f"evaluation of pipeline '{spec.name}': {exc}") from None
             log_report(tracking, model.run_id, report)
             plots = png_markdown(report.plots)
         client = tracking.client()

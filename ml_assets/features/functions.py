@@ -72,16 +72,48 @@ def get_feature_function(name: str) -> FeatureFunction:
 
 
 def target_values(df: pd.DataFrame, target: Target) -> pd.Series:
-    """The label for every row: the rule applied to ``target.column`` (float 1.0/0.0, NaN when the
-    column is null), or a copy of the column when there is no rule."""
+    """The label for every row (missing where the column is null):
+
+    * binary classification: float 1.0/0.0 from the ``rule`` (on numbers or strings), from
+      ``positive`` (the positive value(s), compared as text: ``"YES"``, ``true``), or from a column
+      that already holds 0/1 or booleans;
+    * multiclass: the column's values as text;
+    * regression: the column as float64.
+    """
     import pandas as pd
 
     if target.column not in df.columns:
         raise ValueError(f"target column '{target.column}' is missing from the data")
     column = df[target.column]
-    rule = target.parsed_rule()
+    known = column.notna()
+    if target.task == "multiclass":
+        return as_str(column)
+    if target.task == "regression":
+        try:
+            return pd.to_numeric(column).astype("float64")
+        except (ValueError, TypeError) as exc:
+            raise ValueError(f"target column '{target.column}' must be numeric for a regression: {exc}") from None
+    rule, positive = target.parsed_rule(), target.positive_values()
+    if rule is not None and isinstance(rule[1], str):
+        op, text = rule
+        labels = _OPERATORS[op](column.astype(str), text).astype("float64")
+        return labels.where(known)
+    if positive is not None:
+        wanted = {text for v in positive for text in _positive_texts(v)}
+        labels = column.map(lambda v: float(_as_text(v) in wanted), na_action="ignore")
+        return labels.astype("float64").where(known)
     if rule is None:
-        return column.copy()
+        if pd.api.types.is_bool_dtype(column) or column.dtype == object and column.dropna().map(type).eq(bool).all():
+            return column.map(float, na_action="ignore").astype("float64")
+        values = pd.to_numeric(column, errors="coerce")
+        bad = known & ~values.isin([0, 1])
+        if bad.any():
+            examples = sorted(map(str, column[bad].unique()[:3]))
+            raise ValueError(
+                f"target column '{target.column}' must hold 0/1 or booleans for a classification without a"
+                f" rule; found {examples}: add 'positive' (e.g. positive: \"{examples[0]}\") or a 'rule'"
+            )
+        return values.astype("float64")
     op, threshold = rule
     try:
         values = pd.to_numeric(column).astype("float64")
@@ -91,6 +123,23 @@ def target_values(df: pd.DataFrame, target: Target) -> pd.Series:
         ) from exc
     labels = _OPERATORS[op](values, threshold).astype("float64")
     return labels.where(values.notna())
+
+
+def _as_text(value: Any) -> str:
+    """A label value compared as lower-case text: booleans as ``true``/``false``, 1.0 as ``1``."""
+    if isinstance(value, bool) or type(value).__name__ == "bool_":
+        return "true" if value else "false"
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value).strip().lower()
+
+
+def _positive_texts(value: Any) -> set[str]:
+    """The texts a YAML ``positive`` value matches. YAML reads an unquoted ``YES`` as ``true``, so a
+    boolean also matches yes/y/1 (and ``false`` no/n/0)."""
+    if isinstance(value, bool):
+        return {"true", "yes", "y", "1"} if value else {"false", "no", "n", "0"}
+    return {_as_text(value)}
 
 
 def add_target(df: pd.DataFrame, target: Target) -> pd.DataFrame:
