@@ -432,8 +432,8 @@ class EvaluationSection(Strict):
 class DriftSettings(Strict):
     """Drift of the daily features and predictions against the reference (``ml_assets.drift``).
 
-    Every key is optional: an absent key takes the calibrated default of ``ml_assets.drift.DriftConfig``
-    / ``DriftColumns`` (their docstrings give the measurements behind each value).
+    Every key is optional. Columns default to the model's features; a threshold absent here is
+    calibrated on the reference period (``ml_assets.monitoring.drift.calibrate_thresholds``).
     """
 
     numeric: list[str] | None = Field(default=None, description="Numeric columns compared.")
@@ -449,6 +449,11 @@ class DriftSettings(Strict):
     prediction_method: str | None = None
     prediction_threshold: float | None = Field(default=None, gt=0)
     max_current_rows: int | None = Field(default=None, ge=100, description="Larger days are sampled.")
+    calibration_quantile: float | None = Field(
+        default=None, gt=0, le=1, description="Calibrated threshold: this quantile of the reference days' scores ...")
+    calibration_margin: float | None = Field(default=None, ge=1, description="... times this margin.")
+    calibration_chunks: int | None = Field(
+        default=None, ge=2, le=1000, description="Days (or row chunks) of the reference period scored to calibrate.")
     reference_rows: int = Field(default=20_000, ge=100, description="Size of the reference sample.")
     html: Literal["alarms", "always", "never"] = Field(
         default="alarms",
