@@ -88,3 +88,40 @@ def test_unpartitioned_multiclass_penguins(tmp_path, instance):
     md2 = metadata_of(second, step(keys.evaluation))
     assert md2["comparison_method"] == "mcnemar on correct classifications"
     assert md2["alias"] == "challenger" and md2["p_value"] == 1.0
+
+
+def day_range(first: str, last: str) -> dict[str, str]:
+    return {"dagster/asset_partition_range_start": first, "dagster/asset_partition_range_end": last}
+
+
+def test_daily_yes_no_target_minneapolis_stops_through_drift(tmp_path, instance, monkeypatch):
+    """21 days of 2017: 70/15/15 of the partition range by time (15 / 3 / 3 days), a YES/NO target
+    unknown on the stops without a mobile data computer, drift on the model's features against a
+    reference of every row of the training window with calibrated thresholds."""
+    monkeypatch.setenv("ML_DATA_DIR", str(tmp_path / "reports"))
+    pipeline, defs, resources = example(
+        tmp_path, "minneapolis_stops", partitioning={"end": "2017-01-21"},
+        model={"tuning": {"n_trials": 2, "timeout_seconds": 600}},
+    )
+    keys = pipeline_keys(pipeline.spec)
+    ingest = [keys.raw("stops"), keys.features]
+    result = materialize(defs, resources, instance, ingest, tags=day_range("2017-01-01", "2017-01-21"))
+    assert all(e.event_specific_data.passed for e in result.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION")
+    training = materialize(defs, resources, instance, [keys.training_set, keys.model, keys.evaluation])
+    windows = metadata_of(training, step(keys.training_set))
+    assert "2017-01-01 | 2017-01-15" in windows["windows"].replace("  ", " ") or windows["train_rows"] > 1000
+    md = metadata_of(training, step(keys.evaluation))
+    assert md["alias"] == CHAMPION
+    assert md["test_roc_auc"] > md["prior_baseline_roc_auc"] == pytest.approx(0.5)
+    assert md["logistic_baseline_roc_auc"] > 0.5 and "vs_logistic_p_value" in md
+    scoring = materialize(defs, resources, instance, [keys.predictions], tags=day_range("2017-01-01", "2017-01-21"))
+    assert scoring.success
+    reference = metadata_of(materialize(defs, resources, instance, [keys.reference]), step(keys.reference))
+    # every row of the training window, labelled or not (the unlabelled stops are all MDC 'other')
+    assert reference["source_rows"] > reference["labelled_rows"] > 1000
+    assert reference["calibration"]["chunks"] == 15
+    assert set(reference["columns"]["categorical"]) == {"problem", "MDC", "race", "gender", "neighborhood"}
+    drift = materialize(defs, resources, instance, [keys.drift_report], tags=day_range("2017-01-16", "2017-01-21"))
+    summary = next(iter(drift.asset_materializations_for_node(step(keys.drift_report)))).metadata
+    alarms = summary["data_drift_days"].value
+    assert alarms == "none" or len(alarms.split(", ")) <= 1, alarms
