@@ -18,7 +18,7 @@ from ml_assets.training.registry import CHAMPION
 from resources.data_sources import DataSourceResource
 from resources.parquet_io import PartitionedParquetIOManager
 from resources.tracking import MlflowTracking
-from tests.conftest import metadata_of
+from tests.conftest import markdown_rows, metadata_of
 
 pytestmark = pytest.mark.slow  # real trainings
 
@@ -109,7 +109,9 @@ def test_daily_yes_no_target_minneapolis_stops_through_drift(tmp_path, instance,
     assert all(e.event_specific_data.passed for e in result.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION")
     training = materialize(defs, resources, instance, [keys.training_set, keys.model, keys.evaluation])
     windows = metadata_of(training, step(keys.training_set))
-    assert "2017-01-01 | 2017-01-15" in windows["windows"].replace("  ", " ") or windows["train_rows"] > 1000
+    rows = {r[0]: r[1:3] for r in markdown_rows(windows["windows"])}
+    assert rows == {"train": ["2017-01-01", "2017-01-15"], "validate": ["2017-01-16", "2017-01-18"],
+                    "test": ["2017-01-19", "2017-01-21"]}
     md = metadata_of(training, step(keys.evaluation))
     assert md["alias"] == CHAMPION
     assert md["test_roc_auc"] > md["prior_baseline_roc_auc"] == pytest.approx(0.5)
@@ -120,6 +122,8 @@ def test_daily_yes_no_target_minneapolis_stops_through_drift(tmp_path, instance,
     # every row of the training window, labelled or not (the unlabelled stops are all MDC 'other')
     assert reference["source_rows"] > reference["labelled_rows"] > 1000
     assert reference["calibration"]["chunks"] == 15
+    thresholds = {r[0]: r for r in markdown_rows(reference["thresholds"])}
+    assert {r[2] for r in thresholds.values()} == {"calibrated"} and float(thresholds["lat"][1]) > 0
     assert set(reference["columns"]["categorical"]) == {"problem", "MDC", "race", "gender", "neighborhood"}
     drift = materialize(defs, resources, instance, [keys.drift_report], tags=day_range("2017-01-16", "2017-01-21"))
     summary = next(iter(drift.asset_materializations_for_node(step(keys.drift_report)))).metadata

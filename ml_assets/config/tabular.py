@@ -569,7 +569,9 @@ class PipelineSpec(Strict):
         """Target and passthrough features must be columns the primary source declares (when it
         declares any): caught at load instead of in the features step after raw data was stored."""
         source = self.primary_source
-        declared = set(self.sources[source].validation.columns) | set(self.sources[source].entity_key)
+        rules = self.sources[source].validation
+        declared = set(rules.columns) | set(self.sources[source].entity_key) | set(rules.not_null) | set(
+            rules.ranges) | set(rules.allowed_values)
         if not declared:
             return
         where = f"sources.{source}.validation.columns"
