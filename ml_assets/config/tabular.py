@@ -219,6 +219,17 @@ class Target(Strict):
         return list(self.positive) if isinstance(self.positive, list) else [self.positive]
 
 
+TIMESTAMP_PARTS = ("hour", "minute", "weekday", "month", "day_of_year")
+
+
+class TimestampPart(Strict):
+    """A declarative feature: one part of a timestamp column of the same row, in local time of the
+    partitioning timezone (UTC without partitions). Known when the row is known: leakage-free."""
+
+    column: str
+    part: Literal["hour", "minute", "weekday", "month", "day_of_year"]
+
+
 class Features(Strict):
     """Model inputs. ``function`` names a registered feature function (``ml_assets.feature_functions``)."""
 
@@ -244,6 +255,10 @@ class Features(Strict):
     )
     params: dict[str, Any] = Field(
         default_factory=dict, description="Keyword arguments for the feature function."
+    )
+    timestamp_parts: dict[str, TimestampPart] = Field(
+        default_factory=dict,
+        description="Declarative features by name: {stop_hour: {column: date, part: hour}} (passthrough).",
     )
 
     @model_validator(mode="after")
@@ -572,8 +587,8 @@ class PipelineSpec(Strict):
         rules = self.sources[source].validation
         declared = set(rules.columns) | set(self.sources[source].entity_key) | set(rules.not_null) | set(
             rules.ranges) | set(rules.allowed_values)
-        if not declared:
-            return
+        if not rules.columns:
+            return  # the source declares no columns: the ingest schema check requires them instead
         where = f"sources.{source}.validation.columns"
         if self.target.column not in declared:
             raise ValueError(
@@ -582,6 +597,13 @@ class PipelineSpec(Strict):
             )
         if self.features.function != "passthrough":
             return  # a named function derives its features; it checks its own inputs
+        for name, derived in self.features.timestamp_parts.items():
+            if derived.column not in declared:
+                raise ValueError(
+                    f"features.timestamp_parts.{name}.column: '{derived.column}' is not a column of source"
+                    f" '{source}' ({where} declares {sorted(declared)})"
+                )
+        declared |= set(self.features.timestamp_parts)
         for kind in ("numeric", "categorical"):
             for i, column in enumerate(getattr(self.features, kind)):
                 if column not in declared:

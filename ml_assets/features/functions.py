@@ -268,15 +268,28 @@ def rows_for_days(
     return day_numbers, valid, target, times
 
 
+def timestamp_part(values: pd.Series, part: str, timezone: str) -> pd.Series:
+    """One part of timestamps (datetimes or ISO strings) in local time of ``timezone``, as float64
+    (missing where the time is missing): hour, minute, weekday (Monday 0), month, day_of_year."""
+    local = utc_times(values).dt.tz_convert(timezone)
+    accessor = {"hour": "hour", "minute": "minute", "weekday": "weekday", "month": "month",
+                "day_of_year": "dayofyear"}[part]
+    return getattr(local.dt, accessor).astype("float64")
+
+
 @register_feature_function("passthrough")
 def passthrough(
     sources: dict[str, pd.DataFrame], days: list[str] | None, spec: PipelineSpec, **params: Any
 ) -> pd.DataFrame:
-    """Primary rows of the target days with their entity key, features (as is) and target."""
+    """Primary rows of the target days with their entity key, features (as is, plus the declared
+    ``timestamp_parts``) and target."""
     check_params("passthrough", params)
     frame = primary_frame(sources, spec)
     key = spec.sources[spec.primary_source].entity_key
-    needed = list(dict.fromkeys([*key, *spec.features.numeric, *spec.features.categorical]))
+    derived = spec.features.timestamp_parts
+    needed = list(dict.fromkeys([*key, *spec.features.numeric, *spec.features.categorical,
+                                 *(part.column for part in derived.values())]))
+    needed = [c for c in needed if c not in derived]
     missing = [column for column in needed if column not in frame.columns]
     if missing:
         raise ValueError(
@@ -285,6 +298,10 @@ def passthrough(
         )
     day_numbers, valid, target, _ = rows_for_days(frame, spec, days)
     rows = frame.loc[target].copy()
+    for name, part in derived.items():
+        if part.column not in rows.columns:
+            raise ValueError(f"passthrough: features.timestamp_parts.{name}: no column '{part.column}'")
+        rows[name] = timestamp_part(rows[part.column], part.part, pipeline_timezone(spec))
     rows[PARTITION_COLUMN] = day_strings(day_numbers[target], valid[target])
     for column in spec.features.categorical:
         rows[column] = as_str(rows[column])

@@ -57,9 +57,13 @@ def required_columns(spec: PipelineSpec, source: str, pipeline_file: Any = None)
     where = f" in {pipeline_file}" if pipeline_file is not None else ""
     required = {spec.target.column: f"target.column{where}"}
     if spec.features.function == "passthrough":
+        derived = spec.features.timestamp_parts
+        for name, part in derived.items():
+            required.setdefault(part.column, f"features.timestamp_parts.{name}.column{where}")
         for kind in ("numeric", "categorical"):
             for i, column in enumerate(getattr(spec.features, kind)):
-                required.setdefault(column, f"features.{kind}[{i}]{where}")
+                if column not in derived:
+                    required.setdefault(column, f"features.{kind}[{i}]{where}")
     return required
 
 
