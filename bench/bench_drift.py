@@ -59,7 +59,8 @@ import json, pickle, sys
 from pathlib import Path
 import pandas as pd, yaml
 sys.path.insert(0, sys.argv[1])
-from ml_assets.monitoring.drift import DriftColumns, build_reference
+from ml_assets.config import load_pipeline
+from ml_assets.monitoring.drift import build_reference, drift_settings
 spec = yaml.safe_load(Path(sys.argv[1], "pipelines", "flights.yaml").read_text())
 key = list(spec["sources"][spec["features"]["primary_source"]]["entity_key"])
 score = f"{spec['target']['name']}_score"
@@ -68,7 +69,7 @@ train = train[train["split"] == "train"].reset_index(drop=True)
 days = sorted(train["partition_date"].astype(str).unique())
 preds = pd.concat([pd.read_parquet(Path(sys.argv[3]) / f"{d}.parquet") for d in days], ignore_index=True)
 scored = train.merge(preds[[*key, score]], on=key, how="left", validate="one_to_one")
-mine = build_reference(scored, DriftColumns(prediction=score),
+mine = build_reference(scored, drift_settings(load_pipeline(Path(sys.argv[1], "pipelines", "flights.yaml")))[0],
                        sample_size=spec["monitoring"]["drift"].get("reference_rows", 20000), seed=spec["model"]["seed"])
 with open(sys.argv[4], "rb") as fh:
     dagster_ref = pickle.load(fh)
@@ -106,7 +107,8 @@ from dataclasses import replace
 from pathlib import Path
 import pandas as pd, psutil
 sys.path.insert(0, sys.argv[1])
-from ml_assets.monitoring.drift import DriftConfig, compute_drift
+from ml_assets.config import load_pipeline
+from ml_assets.monitoring.drift import compute_drift, drift_settings
 key = ["year", "month", "day", "carrier", "flight", "origin"]
 with open(sys.argv[2], "rb") as fh:
     reference = pickle.load(fh)
@@ -117,7 +119,7 @@ def load(d):
     return f.merge(p[[*key, "delayed_score"]], on=key, how="left", validate="one_to_one")
 frames = [load(d) for d in days]
 big = pd.concat(frames, ignore_index=True)
-config = DriftConfig()
+config = drift_settings(load_pipeline(Path(sys.argv[1], "pipelines", "flights.yaml")))[1]
 compute_drift(reference, frames[0], config)  # warm-up (imports Evidently)
 def rss():
     return psutil.Process().memory_info().rss / 2**20

@@ -75,7 +75,11 @@ def main() -> None:
 
     import pandas as pd
 
-    from ml_assets.monitoring.drift import DriftColumns, DriftConfig, build_reference, compute_drift, render_html
+    from ml_assets.config import load_pipeline
+    from ml_assets.monitoring.drift import build_reference, compute_drift, drift_settings, render_html
+
+    # the flights pipeline's drift columns and thresholds live in its YAML
+    columns, config = drift_settings(load_pipeline(REPO / "pipelines" / "flights.yaml"))
 
     t0 = time.perf_counter()
     days = sorted(p.stem for p in (base / "features").glob("2013-*.parquet"))
@@ -83,9 +87,8 @@ def main() -> None:
     load_s = time.perf_counter() - t0
     train = pd.concat([frames[d] for d in days if d <= "2013-08-31"], ignore_index=True)
     t = time.perf_counter()
-    reference = build_reference(train, DriftColumns(), sample_size=20_000, seed=0)
+    reference = build_reference(train, columns, sample_size=20_000, seed=0)
     ref_s = time.perf_counter() - t
-    config = DriftConfig()
     print(f"{len(days)} days loaded in {load_s:.1f}s; reference {len(reference.sample)} of "
           f"{reference.source_rows} training rows built in {ref_s:.2f}s")
     print(f"config: {config}")

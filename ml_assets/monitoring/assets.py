@@ -44,17 +44,20 @@ def build_reference_asset(spec: PipelineSpec) -> dg.AssetsDefinition:
         kinds={"pandas", "evidently"},
         # rebuilt after every training run (its own check decides whether the champion changed)
         automation_condition=dg.AutomationCondition.eager(),
-        ins={"training_set": dg.AssetIn(key=pipeline_keys(spec).training_set)},
+        ins={"training_set": dg.AssetIn(key=pipeline_keys(spec).training_set),
+             "features": dg.AssetIn(key=pipeline_keys(spec).features)},
         deps=[pipeline_keys(spec).evaluation],
         output_required=False,
         description=(
-            f"The drift baseline: a {settings.reference_rows:,}-row sample of the training window of the"
-            f" `{CHAMPION}` version of `{spec.registered_model_name}`, with its scores, and per-column"
-            " statistics. Rebuilt when the champion changes; otherwise left as it is."
+            f"The drift baseline: a {settings.reference_rows:,}-row sample of every feature row (labelled or"
+            f" not) of the training window of the `{CHAMPION}` version of `{spec.registered_model_name}`,"
+            " with its scores, per-column statistics and per-column thresholds calibrated on the window's"
+            " own day-to-day variation (the YAML's thresholds take precedence). Rebuilt when the champion"
+            " changes; otherwise left as it is."
         ),
     )
-    def _reference(context: dg.AssetExecutionContext, tracking: MlflowTracking, training_set):
-        from ml_assets.monitoring.drift import build_reference, drift_settings
+    def _reference(context: dg.AssetExecutionContext, tracking: MlflowTracking, training_set, features):
+        from ml_assets.monitoring.drift import build_reference, calibrate_thresholds, drift_settings
         from ml_assets.training.registry import champion_model
 
         version, model = champion_model(tracking, spec)
@@ -64,14 +67,27 @@ def build_reference_asset(spec: PipelineSpec) -> dg.AssetsDefinition:
             if built_for is not None and built_for.value == version:
                 context.log.info(f"the reference already belongs to champion version {version}: kept")
                 return
-        train = training_set[training_set[SPLIT_COLUMN] == "train"].reset_index(drop=True)
-        columns, _ = drift_settings(spec)
-        scored = train.assign(**{columns.prediction: model.score(train)["score"].to_numpy()})
+        train_days = training_set.loc[training_set[SPLIT_COLUMN] == "train", PARTITION_COLUMN].astype(str)
+        first, last = train_days.min(), train_days.max()
+        # every row of the window, labelled or not: each day is scored on all its rows too
+        days_all = features[PARTITION_COLUMN].astype(str)
+        window = features[(days_all >= first) & (days_all <= last)].reset_index(drop=True)
+        columns, config = drift_settings(spec)
+        scored = window.assign(**{columns.prediction: model.score(window)["score"].to_numpy()})
         try:
             reference = build_reference(scored, columns, sample_size=settings.reference_rows, seed=spec.model.seed)
+            reference = calibrate_thresholds(reference, scored, config, day_column=PARTITION_COLUMN)
         except ValueError as exc:
             raise data_failure(f"reference of pipeline '{spec.name}': {exc}") from None
-        days = train[PARTITION_COLUMN].astype(str)
+        days = window[PARTITION_COLUMN].astype(str)
+        used = {c: config.threshold_for(c, "prediction" if c == columns.prediction else columns.type_of(c),
+                                        reference.thresholds)
+                for c in [*columns.features, columns.prediction]}
+        threshold_rows = [{"column": c, "threshold": t,
+                           "source": "YAML" if c in config.thresholds or (c == columns.prediction and config.prediction_threshold)
+                           else "calibrated" if c in reference.thresholds else "fallback",
+                           **{k: v for k, v in reference.calibration["columns"].get(c, {}).items() if k != "threshold"}}
+                          for c, t in used.items()]
         context.log.info(f"reference for champion version {version}: {len(reference.sample)} sampled rows")
         yield dg.Output(
             reference,
@@ -79,6 +95,9 @@ def build_reference_asset(spec: PipelineSpec) -> dg.AssetsDefinition:
                 "model_version": dg.MetadataValue.text(version),
                 "window": dg.MetadataValue.text(f"{days.min()} .. {days.max()}"),
                 "source_rows": dg.MetadataValue.int(reference.source_rows),
+                "labelled_rows": dg.MetadataValue.int(int(window[spec.target.name].notna().sum())),
+                "thresholds": dg.MetadataValue.md(markdown_table(threshold_rows)),
+                "calibration": dg.MetadataValue.json({k: v for k, v in reference.calibration.items() if k != "columns"}),
                 "sample_rows": dg.MetadataValue.int(len(reference.sample)),
                 "columns": dg.MetadataValue.json(
                     {"numeric": list(columns.numeric), "categorical": list(columns.categorical),

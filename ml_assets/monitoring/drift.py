@@ -1,5 +1,5 @@
-"""Daily drift of the flight features and predictions against a reference, calibrated as a
-retraining trigger.
+"""Daily drift of a pipeline's features and predictions against a reference, with thresholds
+calibrated on the reference period's own variation, as a retraining trigger.
 
 Pure library (no Dagster assets). Only the standard library is imported at module level: pandas,
 numpy and evidently are imported inside the functions, so the Dagster code location stays cheap to
@@ -7,13 +7,14 @@ import.
 
 Typical use::
 
-    reference = build_reference(train_features_with_scores, DriftColumns())   # Jan-Aug, with the model
+    reference = build_reference(window_rows_with_scores, DriftColumns(numeric, categorical, "y_score"))
+    reference = calibrate_thresholds(reference, window_rows_with_scores, DriftConfig(), day_column="partition_date")
     result = compute_drift(reference, features_of_the_day, DriftConfig())
     result.data_drift, result.drifted_columns, result.prediction_drift, result.missing_columns
     render_html(reference, features_of_the_day, DriftConfig(), "drift.html")  # on request only
 
-Calibration (``bench/drift_calibration.py``; 2013 features and predictions, reference = a 20,000-row
-sample of the training window 2013-01-01..2013-08-31, every day of 2013 against it):
+Why these methods (measured on the flights pipeline, ``bench/drift_calibration.py``: 2013 features and
+predictions, reference = a 20,000-row sample of 2013-01-01..2013-08-31, every day of 2013 against it):
 
 * Evidently's defaults (p-value tests, drift_share 0.5) flag half the columns on 86% of days: with
   ~900 rows against 20,000 every small difference is "significant". We use effect sizes instead:
@@ -41,10 +42,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-DEFAULT_NUMERIC: tuple[str, ...] = ("sched_dep_hour", "distance", "precip")
-# visib is compared as categorical: it is reported on a fixed scale of values (10 on clear hours).
-DEFAULT_CATEGORICAL: tuple[str, ...] = ("carrier", "origin", "dest", "visib")
-DEFAULT_PREDICTION = "delayed_score"
+#: Fallback thresholds for a column that has neither a YAML threshold nor a calibrated one (a
+#: reference built without calibration): 0.25 reference standard deviations (normalized Wasserstein),
+#: Jensen-Shannon distance 0.15, prediction scores 1.5 standard deviations.
+FALLBACK_NUMERIC_THRESHOLD = 0.25
+FALLBACK_CATEGORICAL_THRESHOLD = 0.15
+FALLBACK_PREDICTION_THRESHOLD = 1.5
 
 #: Evidently 0.7 imports litestar and its own legacy modules lazily while it runs a report; both
 #: warn of their own deprecations (litestar's Dependency, numpy.core). Silenced by exact message
@@ -70,38 +73,14 @@ def evidently_import_warnings_silenced() -> Iterator[None]:
 # treated as a p-value: drift when score < threshold.
 DISTANCE_METHODS = frozenset({"wasserstein", "psi", "jensenshannon", "kl_div", "hellinger", "ed"})
 
-# Per-column thresholds, measured on 2013 (max = largest score on any day of 2013 against the
-# Jan-Aug reference; see bench/drift_calibration.py for the table and the injected shifts).
-DEFAULT_THRESHOLDS: dict[str, float] = {
-    # normalized Wasserstein; 2013 daily p99 0.15 (weekend / Christmas-eve schedules); max 0.40 on
-    # Thanksgiving 2013-11-28 (the only day above 0.25: a genuinely different schedule, alarms)
-    "sched_dep_hour": 0.25,
-    # normalized Wasserstein; 2013 daily max 0.12; distance x1.5 gives ~0.7
-    "distance": 0.25,
-    # normalized Wasserstein; dry day 0.15, 2013 daily p99 1.3, max 4.6; 4 days above 1.5 against the main
-    # job's reference (heavy rain 05-08, 06-07, 06-10, 12-29); precipitation +0.1 in on every hour gives 2.84
-    "precip": 1.5,
-    # Jensen-Shannon distance over the reported values: 2013 daily p95 0.57, p99 0.72, max 0.747
-    # (fog / snow days); visibility halved gives 0.75-0.81 on all 12 tested days. As normalized
-    # Wasserstein a halved visibility (2.25) was indistinguishable from a fog day (p97 2.4).
-    "visib": 0.74,
-    # Jensen-Shannon distance; 2013 daily max 0.08; half the rows moved to one carrier gives ~0.4
-    "carrier": 0.15,
-    # Jensen-Shannon distance; 2013 daily max 0.07
-    "origin": 0.15,
-    # Jensen-Shannon distance; 2013 daily max 0.16 (~100 levels, ~900 rows: sampling noise)
-    "dest": 0.22,
-}
-
-
 @dataclass(frozen=True)
 class DriftColumns:
     """Which columns are compared. ``prediction`` is compared separately (prediction drift) and is
     optional: when the reference or the current frame lacks it, prediction drift is not computed."""
 
-    numeric: tuple[str, ...] = DEFAULT_NUMERIC
-    categorical: tuple[str, ...] = DEFAULT_CATEGORICAL
-    prediction: str | None = DEFAULT_PREDICTION
+    numeric: tuple[str, ...] = ()
+    categorical: tuple[str, ...] = ()
+    prediction: str | None = None
 
     @property
     def features(self) -> tuple[str, ...]:
@@ -115,35 +94,24 @@ class DriftColumns:
 
 @dataclass(frozen=True)
 class DriftConfig:
-    """How drift is scored and when it alarms. Defaults are the values calibrated on 2013
-    (``bench/drift_calibration.py``).
+    """How drift is scored and when it alarms. Nothing here is specific to a data set: a column's
+    threshold is the YAML's (``thresholds``, then ``numeric_threshold`` / ``categorical_threshold`` /
+    ``prediction_threshold``), else the one calibrated on the reference period
+    (``calibrate_thresholds``), else a fallback.
 
     numeric_method / categorical_method:
         Evidently stat-test names. "wasserstein" (normalized: distance in reference std units) and
         "jensenshannon" are effect sizes that do not grow with the sample size, unlike the default
-        p-value tests (which flag half the columns on 86% of 2013 days).
-    numeric_threshold / categorical_threshold:
-        Fallback thresholds for columns without an entry in ``thresholds`` (0.25 std; JS 0.15:
-        above every ordinary 2013 day for distance/carrier/origin).
-    thresholds:
-        Per-column thresholds (see ``DEFAULT_THRESHOLDS`` for the measurement behind each one).
+        p-value tests (which flag half the columns on 86% of 2013 flight days).
     share_threshold:
-        ``data_drift`` when share_drifted >= this. 0.1 = any one of the 7 monitored columns: each
-        threshold is already above ordinary daily variation, and a retraining trigger must react to
-        a single broken column (a doubled distance or a carrier-mix change drift one column only;
-        Evidently's default 0.5 misses all of them). On 2013: 1.6% of days alarm (6/365:
-        02-11 fog/snow visib, 05-08 / 06-07 / 06-10 / 12-29 heavy rain precip, 11-28 Thanksgiving
-        schedule);
-        the 4 injected shifts are caught on 12/12 days each.
-    prediction_method / prediction_threshold:
-        Normalized Wasserstein of the day's ``delayed_score`` against the reference scores. Daily
-        scores follow the day's weather and the previous day's delays. With the tuned champion
-        ``flights_delay`` v1 and its Jan-Aug reference (the main job): daily scores median 0.51, p95
-        1.21, p99 1.58, max 2.35. 1.5 alarms on 6/365 days (1.6%: 02-08, the 03-08 snowstorm, 05-23,
-        06-13, 07-01, 08-09); together with the data-drift days 12/365 days (3.3%) alarm. 1.3 would
-        make it 14 and 20/365 (5.5%, over the 5% budget). Caveat: daily scores vary so much that a
-        +0.3 shift of all scores is caught on only 1/12 tested days (+0.5 and inverted scores on
-        12/12); prediction drift is a heavy-delay-day signal, not a sensitive trigger on its own.
+        ``data_drift`` when share_drifted >= this (0.1: any one of up to 10 columns). Each threshold
+        is already above ordinary variation, and a retraining trigger must react to a single broken
+        column (a doubled distance or a carrier-mix change drift one column only).
+    calibration_quantile / calibration_margin / calibration_chunks:
+        The calibration: up to ``calibration_chunks`` days (or equal row chunks) of the reference
+        period, each scored against the reference; a column's threshold is ``margin`` x the
+        ``quantile`` of its chunk scores. The flights pipeline's measured thresholds and the figures
+        behind them are in ``pipelines/flights.yaml`` and ``bench/drift_calibration.py``.
     max_current_rows:
         A current partition above this is sampled down (``seed``, deterministic) before scoring.
         Scores are effect sizes, so sampling changes them only by sampling noise; it bounds the
@@ -152,22 +120,37 @@ class DriftConfig:
 
     numeric_method: str = "wasserstein"
     categorical_method: str = "jensenshannon"
-    numeric_threshold: float = 0.25
-    categorical_threshold: float = 0.15
-    thresholds: Mapping[str, float] = field(default_factory=lambda: dict(DEFAULT_THRESHOLDS))
+    numeric_threshold: float | None = None
+    categorical_threshold: float | None = None
+    thresholds: Mapping[str, float] = field(default_factory=dict)
     share_threshold: float = 0.1
     prediction_method: str = "wasserstein"
-    prediction_threshold: float = 1.5
+    prediction_threshold: float | None = None
     max_current_rows: int = 20_000
     seed: int = 0
+    calibration_quantile: float = 0.95
+    calibration_margin: float = 1.5
+    calibration_chunks: int = 30
 
     def method_for(self, column_type: str) -> str:
         return self.categorical_method if column_type == "categorical" else self.numeric_method
 
-    def threshold_for(self, column: str, column_type: str) -> float:
+    def threshold_for(self, column: str, column_type: str, calibrated: Mapping[str, float] | None = None) -> float:
+        """The YAML's threshold for ``column`` (per column, then per type), else the one calibrated on
+        the reference, else the fallback of the type."""
         if column in self.thresholds:
             return float(self.thresholds[column])
-        return self.categorical_threshold if column_type == "categorical" else self.numeric_threshold
+        if column_type == "prediction":
+            own, fallback = self.prediction_threshold, FALLBACK_PREDICTION_THRESHOLD
+        elif column_type == "categorical":
+            own, fallback = self.categorical_threshold, FALLBACK_CATEGORICAL_THRESHOLD
+        else:
+            own, fallback = self.numeric_threshold, FALLBACK_NUMERIC_THRESHOLD
+        if own is not None:
+            return float(own)
+        if calibrated and column in calibrated:
+            return float(calibrated[column])
+        return fallback
 
 
 @dataclass
@@ -179,6 +162,10 @@ class Reference:
     stats: dict[str, dict[str, Any]]
     source_rows: int
     seed: int
+    #: thresholds calibrated on the reference period's own variation (``calibrate_thresholds``)
+    thresholds: dict[str, float] = field(default_factory=dict)
+    #: how: chunks compared, quantile, margin and each column's chunk scores (p50 / quantile / max)
+    calibration: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -298,6 +285,58 @@ def build_reference(frame, columns: DriftColumns = DriftColumns(), sample_size: 
                      source_rows=int(len(frame)), seed=seed)
 
 
+def reference_chunks(frame, day_column: str | None, chunks: int, seed: int = 0) -> list[Any]:
+    """Pieces of the reference period to compare with the whole: its days (``day_column``; at most
+    ``chunks`` of them, drawn with ``seed``), or ``chunks`` equal consecutive row chunks when there
+    are no days (unpartitioned data)."""
+    import numpy as np
+
+    if day_column is not None and day_column in frame.columns and frame[day_column].notna().any():
+        groups = [part for _, part in frame.groupby(day_column)]
+        if len(groups) > chunks:
+            pick = np.random.default_rng(seed).choice(len(groups), size=chunks, replace=False)
+            groups = [groups[i] for i in sorted(pick)]
+        return [g.reset_index(drop=True) for g in groups]
+    size = max(1, len(frame) // chunks)
+    return [frame.iloc[i:i + size].reset_index(drop=True) for i in range(0, size * chunks, size) if i < len(frame)]
+
+
+def calibrate_thresholds(reference: Reference, frame, config: DriftConfig = DriftConfig(),
+                         day_column: str | None = None) -> Reference:
+    """Per-column thresholds from the reference period's own variation: each chunk of ``frame`` (a
+    day, or an equal row chunk) is scored against the reference like a current day, and a column's
+    threshold is ``calibration_margin`` x the ``calibration_quantile`` of its chunk scores. Stored on
+    the reference (``thresholds``, ``calibration``); YAML thresholds still take precedence."""
+    import numpy as np
+
+    chunks = reference_chunks(frame, day_column, config.calibration_chunks, config.seed)
+    if len(chunks) < 2:
+        raise ValueError(f"drift calibration needs at least 2 chunks of the reference period, got {len(chunks)}")
+    # score every chunk with the fallbacks only: the scores do not depend on thresholds
+    plain = Reference(reference.columns, reference.sample, reference.stats, reference.source_rows, reference.seed)
+    scores: dict[str, list[float]] = {}
+    for chunk in chunks:
+        result = compute_drift(plain, chunk, DriftConfig(
+            numeric_method=config.numeric_method, categorical_method=config.categorical_method,
+            prediction_method=config.prediction_method, max_current_rows=config.max_current_rows, seed=config.seed))
+        rows = list(result.columns) + ([result.prediction] if result.prediction is not None else [])
+        for row in rows:
+            if row.score is not None:
+                scores.setdefault(row.column, []).append(row.score)
+    thresholds, summary = {}, {}
+    for column, values in scores.items():
+        arr = np.asarray(values, dtype="float64")
+        high = float(np.quantile(arr, config.calibration_quantile))
+        thresholds[column] = round(max(high * config.calibration_margin, 1e-3), 4)
+        summary[column] = {"p50": round(float(np.median(arr)), 4), f"q{config.calibration_quantile:g}": round(high, 4),
+                           "max": round(float(arr.max()), 4), "threshold": thresholds[column]}
+    reference.thresholds = thresholds
+    reference.calibration = {"chunks": len(chunks), "by": "day" if day_column else "row chunk",
+                             "quantile": config.calibration_quantile, "margin": config.calibration_margin,
+                             "columns": summary}
+    return reference
+
+
 def _prepare(reference: Reference, current, config: DriftConfig):
     if current is None or len(current) == 0:
         raise ValueError("current partition has 0 rows: nothing to compare (no drift can be computed "
@@ -341,11 +380,13 @@ def compute_drift(reference: Reference, current, config: DriftConfig = DriftConf
     missing_columns = [c for c in data.columns if missing_share[c] == 1.0]
 
     plan: list[tuple[str, str, str, float]] = []  # column, type, method, threshold
+    calibrated = getattr(reference, "thresholds", None)
     for c in columns.features:
         kind = columns.type_of(c)
-        plan.append((c, kind, config.method_for(kind), config.threshold_for(c, kind)))
+        plan.append((c, kind, config.method_for(kind), config.threshold_for(c, kind, calibrated)))
     if prediction:
-        plan.append((prediction, "prediction", config.prediction_method, config.prediction_threshold))
+        plan.append((prediction, "prediction", config.prediction_method,
+                     config.threshold_for(prediction, "prediction", calibrated)))
 
     scored = [p for p in plan if p[0] not in missing_columns]
     scores: dict[str, float] = {}
@@ -406,14 +447,15 @@ def render_html(reference: Reference, current, config: DriftConfig = DriftConfig
     # asset's methods, thresholds and share: the same verdict as ``compute_drift``. The prediction
     # column is its own metric beside it, as the asset's ``prediction_drift``.
     features = [c for c in keep if c != prediction]
+    calibrated = getattr(reference, "thresholds", None)
     per_method = {c: config.method_for(columns.type_of(c)) for c in features}
-    per_threshold = {c: config.threshold_for(c, columns.type_of(c)) for c in features}
+    per_threshold = {c: config.threshold_for(c, columns.type_of(c), calibrated) for c in features}
     definition = _definition(numeric, categorical)
     metrics: list[Any] = [DataDriftPreset(columns=features, drift_share=config.share_threshold,
                                           per_column_method=per_method, per_column_threshold=per_threshold)]
     if prediction in keep:
         metrics.append(ValueDrift(column=prediction, method=config.prediction_method,
-                                  threshold=config.prediction_threshold))
+                                  threshold=config.threshold_for(prediction, "prediction", calibrated)))
     with evidently_import_warnings_silenced():
         import warnings
 
@@ -431,11 +473,12 @@ def render_html(reference: Reference, current, config: DriftConfig = DriftConfig
 
 
 def drift_settings(spec: Any) -> tuple[DriftColumns, DriftConfig]:
-    """``(DriftColumns, DriftConfig)`` of a pipeline spec's ``monitoring.drift`` section; absent keys
-    keep the calibrated defaults. The prediction column is ``<target>_score``."""
+    """``(DriftColumns, DriftConfig)`` of a pipeline spec's ``monitoring.drift`` section. Columns
+    default to the model's features; thresholds absent from the YAML are calibrated on the reference.
+    The prediction column is ``<target>_score``."""
     settings = spec.monitoring.drift
-    column_args = {k: tuple(v) for k, v in (("numeric", settings.numeric), ("categorical", settings.categorical))
-                   if v is not None}
-    columns = DriftColumns(**column_args, prediction=f"{spec.target.name}_score")
+    numeric = settings.numeric if settings.numeric is not None else spec.features.numeric
+    categorical = settings.categorical if settings.categorical is not None else spec.features.categorical
+    columns = DriftColumns(tuple(numeric), tuple(categorical), prediction=f"{spec.target.name}_score")
     config_args = settings.model_dump(exclude_none=True, exclude={"numeric", "categorical", "reference_rows", "html"})
     return columns, DriftConfig(**config_args)

@@ -42,8 +42,12 @@ def windows_summary(frame: Any, spec: PipelineSpec, resolved: dict[str, tuple[st
         part = frame[frame[SPLIT_COLUMN] == name]
         row: dict[str, Any] = {"window": name, "first day": resolved[name][0], "last day": resolved[name][1],
                                "days": int(part[PARTITION_COLUMN].nunique()), "rows": len(part)}
-        column = "positive rate" if spec.target.task == "classification" else "target mean"
-        row[column] = float(part[spec.target.name].mean())
+        if spec.target.task == "multiclass":
+            counts = part[spec.target.name].value_counts()
+            row["classes"] = ", ".join(f"{k} {v}" for k, v in counts.items())
+        else:
+            column = "positive rate" if spec.target.task == "classification" else "target mean"
+            row[column] = float(part[spec.target.name].mean())
         rows.append(row)
     return rows
 
@@ -51,13 +55,20 @@ def windows_summary(frame: Any, spec: PipelineSpec, resolved: dict[str, tuple[st
 def build_training_set_asset(spec: PipelineSpec) -> dg.AssetsDefinition:
     keys = pipeline_keys(spec)
     windows = spec.model.windows
-    when = (
-        f"train {windows.train.start}..{windows.train.end}, validate {windows.validation.start}.."
-        f"{windows.validation.end}, test {windows.test.start}..{windows.test.end}"
-        if windows.mode == "fixed"
-        else f"the last {windows.rolling.train_days} + {windows.rolling.validate_days} +"
-        f" {windows.rolling.test_days} days (train, validate, test)"
-    )
+    fractions = windows.fractions
+    shares = f"{fractions.train:.0%} / {fractions.validate_:.0%} / {fractions.test:.0%}"
+    if spec.partitioning is None:
+        when = (f"by `{windows.time_column}`, {shares} of the rows (earliest train)" if windows.time_column
+                else f"a seeded random split, {shares} of the rows (stratified on the class)"
+                if spec.target.task != "regression" else f"a seeded random split, {shares} of the rows")
+    elif windows.mode == "fixed" and windows.dated:
+        when = (f"train {windows.train.start}..{windows.train.end}, validate {windows.validation.start}.."
+                f"{windows.validation.end}, test {windows.test.start}..{windows.test.end}")
+    elif windows.mode == "fixed":
+        when = f"{shares} of the partition days, in time order (train, validate, test)"
+    else:
+        when = (f"the last {windows.rolling.train_days} + {windows.rolling.validate_days} +"
+                f" {windows.rolling.test_days} days (train, validate, test)")
 
     @dg.asset(
         key=keys.training_set,
@@ -95,7 +106,7 @@ def build_training_set_asset(spec: PipelineSpec) -> dg.AssetsDefinition:
 
 def model_metadata(registered: Any, fitted: Any, tracking: MlflowTracking, tags: dict[str, str]) -> dict[str, Any]:
     bundle, tuned = fitted.bundle, fitted.tuning
-    metric = "roc_auc" if registered.task == "classification" else "rmse"
+    metric = "rmse" if registered.task == "regression" else "roc_auc"
     metadata: dict[str, Any] = {
         "registered_model": dg.MetadataValue.text(registered.name),
         "model_version": dg.MetadataValue.text(registered.version),
@@ -154,7 +165,7 @@ def build_model_asset(spec: PipelineSpec, pipeline_file: Path, retry_policy: dg.
 
         def on_trial(record: Any) -> None:
             context.log.info(
-                f"trial {record.number}: validation {'ROC-AUC' if task == 'classification' else '-RMSE'}"
+                f"trial {record.number}: validation {'-RMSE' if task == 'regression' else 'ROC-AUC'}"
                 f" {record.value:.4f} in {record.duration_s:.1f} s ({record.best_iteration} rounds)"
             )
 

@@ -77,12 +77,21 @@ class ModelBundle:
         return ScoringModel(self.booster, prep)
 
 
-def target_array(frame: Any, target: str) -> Any:
+def target_array(frame: Any, target: str, classes: list[str] | None = None) -> Any:
+    """The target as float64; with ``classes`` (multiclass) each label's index in ``classes``."""
     import numpy as np
 
     if target not in frame.columns:
         raise ValueError(f"the frame has no target column '{target}'")
-    y = frame[target].to_numpy(dtype="float64")
+    if classes is not None:
+        labels = frame[target]
+        unknown = sorted(set(labels.dropna().astype(str)) - set(classes))
+        if unknown:
+            raise ValueError(f"'{target}' has classes {unknown[:5]} that are not among {classes}")
+        codes = labels.astype(object).map({c: i for i, c in enumerate(classes)}, na_action="ignore")
+        y = codes.to_numpy(dtype="float64")
+    else:
+        y = frame[target].to_numpy(dtype="float64")
     if np.isnan(y).any():
         raise ValueError(
             f"'{target}' has {int(np.isnan(y).sum())} unknown values: drop them first (split_by_time does)"
@@ -90,10 +99,22 @@ def target_array(frame: Any, target: str) -> Any:
     return y
 
 
-TASKS = ("classification", "regression")
+TASKS = ("classification", "multiclass", "regression")
 
 
 REGRESSION_OBJECTIVE = {"objective": "regression", "metric": "l2"}
+MULTICLASS_OBJECTIVE = {"objective": "multiclass", "metric": "multi_logloss"}
+
+
+def task_classes(train: Any, validate: Any | None, target: str, declared: list[str] | None) -> list[str]:
+    """Classes of a multiclass target: the declared ones, else those of train and validate, sorted."""
+    if declared:
+        return list(declared)
+    frames = [train] if validate is None else [train, validate]
+    seen = set()
+    for frame in frames:
+        seen |= set(frame[target].dropna().astype(str))
+    return sorted(seen)
 
 
 def _check_task(task: str) -> None:
@@ -102,13 +123,15 @@ def _check_task(task: str) -> None:
 
 
 def lightgbm_params(
-    params: Mapping[str, Any] | None, seed: int, num_threads: int, task: str = "classification"
+    params: Mapping[str, Any] | None, seed: int, num_threads: int, task: str = "classification",
+    num_class: int | None = None,
 ) -> dict[str, Any]:
     """Defaults + ``params`` + the settings that make a fit reproducible for a given seed.
 
-    ``task="regression"`` swaps the binary objective and AUC metric for L2 regression."""
+    ``task="regression"`` swaps the binary objective and AUC metric for L2 regression,
+    ``task="multiclass"`` for the softmax objective over ``num_class`` classes (multi log loss)."""
     _check_task(task)
-    task_defaults = REGRESSION_OBJECTIVE if task == "regression" else {}
+    task_defaults = {"regression": REGRESSION_OBJECTIVE, "multiclass": {**MULTICLASS_OBJECTIVE, "num_class": num_class}}.get(task, {})
     merged = {**DEFAULT_LGBM_PARAMS, **task_defaults, **(params or {})}
     merged.update(
         seed=seed,
@@ -136,6 +159,7 @@ def train_lightgbm(
     target: str,
     num_threads: int = 2,
     task: str = "classification",
+    classes: list[str] | None = None,
 ) -> ModelBundle:
     """Fit a LightGBM binary classifier on ``train``, early-stopped on ``validate`` (ROC-AUC), or a
     regressor (L2) with ``task="regression"``.
@@ -152,14 +176,18 @@ def train_lightgbm(
     started = time.perf_counter()
     from ml_assets.training.tabular_model import Preprocessing
 
-    preprocessor = Preprocessing.fit(train, numeric, categorical, target=target, task=task)
-    y_train = target_array(train, target)
-    y_valid = target_array(validate, target) if validate is not None else None
-    if task == "classification" and len(np.unique(y_train)) < 2:
+    if task == "multiclass":
+        classes = task_classes(train, validate, target, classes)
+    else:
+        classes = None
+    preprocessor = Preprocessing.fit(train, numeric, categorical, target=target, task=task, classes=classes or [])
+    y_train = target_array(train, target, classes)
+    y_valid = target_array(validate, target, classes) if validate is not None else None
+    if task != "regression" and len(np.unique(y_train)) < 2:
         raise ValueError(f"the training rows have a single class ({len(y_train)} rows)")
     if task == "regression" and len(y_train) > 1 and float(np.std(y_train)) == 0.0:
         raise ValueError(f"the training target is constant ({len(y_train)} rows)")
-    merged = lightgbm_params(params, seed, num_threads, task)
+    merged = lightgbm_params(params, seed, num_threads, task, num_class=len(classes) if classes else None)
     train_set = lgb.Dataset(
         preprocessor.transform(train), label=y_train, categorical_feature=categorical or "auto",
         free_raw_data=True,
@@ -188,6 +216,10 @@ def train_lightgbm(
 
     if y_valid is not None and task == "regression" and len(y_valid):
         bundle.validation_metrics = regression_metrics(y_valid, predict_proba(bundle, validate))
+    elif y_valid is not None and task == "multiclass" and len(np.unique(y_valid)) >= 2:
+        from ml_assets.evaluation.metrics import multiclass_metrics
+
+        bundle.validation_metrics = multiclass_metrics(y_valid, predict_proba(bundle, validate), classes)
     elif y_valid is not None and len(np.unique(y_valid)) == 2:
         bundle.validation_metrics = evaluate(y_valid, predict_proba(bundle, validate))
     return bundle

@@ -66,7 +66,7 @@ def fit_model(training_set: Any, spec: PipelineSpec, on_trial: Callable[[Any], N
     features = (list(spec.features.numeric), list(spec.features.categorical))
     common = dict(seed=model_cfg.seed, early_stopping_rounds=model_cfg.early_stopping_rounds,
                   num_boost_round=model_cfg.max_boost_rounds, target=spec.target.name,
-                  num_threads=model_cfg.threads, task=task)
+                  num_threads=model_cfg.threads, task=task, classes=spec.target.classes)
     started = time.perf_counter()
     tuned = None
     if tuning.n_trials:
@@ -99,10 +99,12 @@ class RegisteredModel:
 
 
 def window_days(training_set: Any) -> dict[str, list[str]]:
-    return {
-        name: sorted(training_set.loc[training_set[SPLIT_COLUMN] == name, PARTITION_COLUMN].astype(str).unique())
-        for name in SPLITS
-    }
+    """The days of each window (``["none"]`` for the windows of an unpartitioned pipeline)."""
+    days = {}
+    for name in SPLITS:
+        values = training_set.loc[training_set[SPLIT_COLUMN] == name, PARTITION_COLUMN].dropna()
+        days[name] = sorted(values.astype(str).unique()) or ["none"]
+    return days
 
 
 def training_description(spec: PipelineSpec, training_set: Any, days: dict[str, list[str]], tags: dict[str, str]) -> str:

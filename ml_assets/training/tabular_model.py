@@ -52,6 +52,7 @@ class Preprocessing:
     target: str = "target"
     threshold: float = 0.5
     best_iteration: int = 0
+    classes: list[str] = field(default_factory=list)  # multiclass: the class of each output column
 
     @classmethod
     def fit(cls, frame: pd.DataFrame, numeric: list[str], categorical: list[str], **settings: Any) -> Preprocessing:
@@ -126,10 +127,25 @@ class ScoringModel:
             return np.zeros(0)
         return self.booster.predict(matrix, num_iteration=self.preprocessing.best_iteration or None)
 
+    def probabilities(self, frame: pd.DataFrame) -> Any:
+        """Multiclass: one probability column per class of ``preprocessing.classes``."""
+        import numpy as np
+
+        return np.asarray(self.predict_scores(frame), dtype="float64").reshape(len(frame), len(self.preprocessing.classes))
+
     def score(self, frame: pd.DataFrame) -> pd.DataFrame:
-        """``score`` and ``label`` of every row of ``frame`` (same index)."""
+        """``score`` and ``label`` of every row of ``frame`` (same index). Multiclass: ``label`` is
+        the most probable class and ``score`` its probability."""
+        import numpy as np
+
         score = self.predict_scores(frame)
         prep = self.preprocessing
+        if prep.task == "multiclass":
+            proba = np.asarray(score, dtype="float64").reshape(len(frame), len(prep.classes))
+            best = proba.argmax(axis=1) if len(frame) else np.zeros(0, dtype="int64")
+            label = np.asarray(prep.classes, dtype=object)[best]
+            return pd.DataFrame({"score": proba.max(axis=1) if len(frame) else np.zeros(0), "label": label},
+                                index=frame.index)
         label = score if prep.task == "regression" else (score >= prep.threshold).astype("int64")
         return pd.DataFrame({"score": score, "label": label}, index=frame.index)
 

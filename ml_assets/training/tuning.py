@@ -71,6 +71,18 @@ def _admits(spec: Any, value: Any) -> bool:
         return False
 
 
+def fit_to_rows(search_space: dict[str, Any], rows: int) -> dict[str, Any]:
+    """The search space with ``min_child_samples`` capped at a tenth of the training rows (at least
+    2): on a small table (a few hundred rows) larger leaves leave the trees without a single split."""
+    entry = search_space.get("min_child_samples")
+    if not isinstance(entry, Mapping) or entry.get("type") != "int":
+        return search_space
+    cap = max(2, rows // 10)
+    if float(entry["high"]) <= cap:
+        return search_space
+    return {**search_space, "min_child_samples": {**entry, "high": cap, "low": min(int(entry["low"]), cap)}}
+
+
 def validate_search_space(search_space: Mapping[str, Any]) -> None:
     """Raise ``ValueError`` for a malformed plain-dict search space."""
     for name, spec in search_space.items():
@@ -108,6 +120,7 @@ def tune_lightgbm(
     target: str,
     num_threads: int = 2,
     task: str = "classification",
+    classes: list[str] | None = None,
     on_trial: Any = None,
 ) -> TuningResult:
     """Optuna TPE search (seeded) maximising validation ROC-AUC of ``train_lightgbm`` (minus the RMSE
@@ -121,6 +134,7 @@ def tune_lightgbm(
 
     search_space = dict(DEFAULT_SEARCH_SPACE if search_space is None else search_space)
     validate_search_space(search_space)
+    search_space = fit_to_rows(search_space, len(train))
     feature_lists(features)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     sampler = optuna.samplers.TPESampler(seed=seed)
@@ -134,9 +148,10 @@ def tune_lightgbm(
         bundle = train_lightgbm(
             train, validate, features, params, seed=seed, early_stopping_rounds=early_stopping_rounds,
             num_boost_round=num_boost_round, target=target, num_threads=num_threads, task=task,
+            classes=classes,
         )
         metrics = bundle.validation_metrics
-        value = float(metrics["roc_auc"]) if task == "classification" else -float(metrics["rmse"])
+        value = -float(metrics["rmse"]) if task == "regression" else float(metrics["roc_auc"])
         iterations[trial.number] = bundle.best_iteration
         record = TrialRecord(trial.number, dict(trial.params), value, time.perf_counter() - started,
                              bundle.best_iteration)

@@ -32,18 +32,47 @@ def as_date(value: Any) -> dt.date:
     return dt.date.fromisoformat(str(value)[:10])
 
 
+def fraction_windows(first: dt.date, last: dt.date, fractions: Any) -> dict[str, tuple[str, str]]:
+    """Consecutive train, validate and test windows covering ``first`` .. ``last`` in the YAML's
+    ``fractions`` of the days (each at least one day)."""
+    total = (last - first).days + 1
+    if total < 3:
+        raise WindowError(f"training windows: {first}..{last} has {total} day(s), fewer than 3 (train, validate, test)")
+    n_train = max(1, round(total * fractions.train))
+    n_validate = max(1, round(total * fractions.validate_))
+    n_train = min(n_train, total - n_validate - 1)
+    result, start = {}, first
+    for name, days in (("train", n_train), ("validate", n_validate), ("test", total - n_train - n_validate)):
+        end = start + dt.timedelta(days=days - 1)
+        result[name] = (start.isoformat(), end.isoformat())
+        start = end + dt.timedelta(days=1)
+    return result
+
+
 def resolve_windows(
-    windows: TrainingWindows, available_days: list[str], mode: str | None = None, end: str | None = None
+    windows: TrainingWindows, available_days: list[str], mode: str | None = None, end: str | None = None,
+    partition_range: tuple[dt.date, dt.date | None] | None = None,
 ) -> dict[str, tuple[str, str]]:
     """``{split: (first_day, last_day)}`` of the windows (rolling: ending on the last available day).
 
-    ``mode`` and ``end`` override the YAML's ``windows.mode`` and ``windows.rolling.end``."""
+    ``mode`` and ``end`` override the YAML's ``windows.mode`` and ``windows.rolling.end``. Fixed
+    windows without dates are ``windows.fractions`` of ``partition_range`` (an open end: the last
+    available day)."""
     mode = mode or windows.mode
     if mode not in ("fixed", "rolling"):
         raise WindowError(f"training windows: mode must be 'fixed' or 'rolling', got {mode!r}")
-    if mode == "fixed":
+    if mode == "fixed" and windows.dated:
         dated = {"train": windows.train, "validate": windows.validation, "test": windows.test}
         return {name: (w.start.isoformat(), w.end.isoformat()) for name, w in dated.items()}
+    if mode == "fixed":
+        if partition_range is None:
+            raise WindowError("training windows: no dates and no partition range to take fractions of")
+        first, last = partition_range
+        if last is None:
+            if not available_days:
+                raise WindowError("training windows: there are no feature days to take fractions of")
+            last = dt.date.fromisoformat(max(available_days))
+        return fraction_windows(first, last, windows.fractions)
     rolling = windows.rolling
     if end is not None:
         try:
@@ -76,20 +105,32 @@ def day_strings(frame: Any, date_column: str) -> Any:
     return values.astype(str).str.slice(0, 10)
 
 
-def check_window(name: str, rows: Any, start: dt.date, end: dt.date, target: str, min_rows: int,
+def class_counts(rows: Any, target: str) -> dict[str, int]:
+    """Rows per class of a label column (0/1 labels as ``0``/``1``, others as text)."""
+    values = rows[target].dropna()
+    if values.dtype != object:
+        values = values.astype("int64")
+    return {str(k): int(v) for k, v in values.value_counts().sort_index().items()}
+
+
+def check_window(name: str, rows: Any, start: Any, end: Any, target: str, min_rows: int,
                  require_both_classes: bool) -> None:
     """``WindowError`` when a window has fewer than ``min_rows`` rows or (classification) one class."""
     n = len(rows)
-    positives = int((rows[target] > 0.5).sum()) if n else 0
+    counts = class_counts(rows, target) if require_both_classes and n else {}
+    if counts and set(counts) <= {"0", "1"}:
+        shown = f"{counts.get('1', 0)} positive and {counts.get('0', 0)} negative"
+    else:
+        shown = ", ".join(f"{count} of class {label}" for label, count in counts.items())
     if n < min_rows:
         raise WindowError(
             f"window '{name}' ({start}..{end}) has {n} rows with a known '{target}', fewer than "
-            f"min_rows={min_rows} ({positives} positive, {n - positives} negative)"
+            f"min_rows={min_rows}" + (f" ({shown})" if shown else "")
         )
-    if require_both_classes and (positives == 0 or positives == n):
+    if require_both_classes and len(counts) < 2:
         raise WindowError(
-            f"window '{name}' ({start}..{end}) has a single class: {positives} positive and "
-            f"{n - positives} negative of {n} rows with a known '{target}'"
+            f"window '{name}' ({start}..{end}) has a single class: {shown} of {n} rows with a"
+            f" known '{target}'"
         )
 
 
@@ -127,6 +168,67 @@ def split_by_time(
     return result
 
 
+def random_split(frame: Any, fractions: Any, *, target: str, seed: int, stratify: bool) -> dict[str, Any]:
+    """A seeded random split of ``frame`` into train, validate and test (stratified on ``target``
+    when ``stratify``), with scikit-learn's ``train_test_split``."""
+    from sklearn.model_selection import train_test_split
+
+    n = len(frame)
+    if n < 3:
+        raise WindowError(f"random split: {n} labelled rows, fewer than 3 (train, validate, test)")
+    labels = frame[target] if stratify else None
+    rest_share = fractions.validate_ + fractions.test
+    try:
+        train, rest = train_test_split(frame, test_size=rest_share, random_state=seed, stratify=labels)
+        validate, test = train_test_split(
+            rest, test_size=fractions.test / rest_share, random_state=seed,
+            stratify=rest[target] if stratify else None,
+        )
+    except ValueError as exc:  # a class too small to stratify
+        counts = class_counts(frame, target) if stratify else {}
+        raise WindowError(f"random split of {n} labelled rows failed ({exc}); classes: {counts}") from None
+    return {"train": train, "validate": validate, "test": test}
+
+
+def time_split(frame: Any, fractions: Any, *, time_column: str) -> dict[str, Any]:
+    """The earliest rows train, the next validate, the latest test (``fractions`` of the rows)."""
+    from ml_assets.features.functions import utc_times
+
+    if time_column not in frame.columns:
+        raise WindowError(f"the features have no time column '{time_column}' (model.windows.time_column)")
+    ordered = frame.assign(_time=utc_times(frame[time_column])).sort_values("_time", kind="mergesort")
+    n = len(ordered)
+    n_train, n_validate = round(n * fractions.train), round(n * fractions.validate_)
+    parts = {"train": ordered.iloc[:n_train], "validate": ordered.iloc[n_train:n_train + n_validate],
+             "test": ordered.iloc[n_train + n_validate:]}
+    return {name: part.drop(columns="_time") for name, part in parts.items()}
+
+
+def build_unpartitioned_training_set(frame: Any, spec: PipelineSpec) -> tuple[Any, dict[str, tuple[str, str]]]:
+    """Labelled rows of an unpartitioned pipeline, split by time or at random (see ``TrainingWindows``).
+    The windows are described as row ranges (time split) or ``random``."""
+    import pandas as pd
+
+    windows, target = spec.model.windows, spec.target.name
+    labelled = frame[frame[target].notna()].reset_index(drop=True)
+    if windows.time_column is not None:
+        parts = time_split(labelled, windows.fractions, time_column=windows.time_column)
+    else:
+        parts = random_split(labelled, windows.fractions, target=target, seed=spec.model.seed,
+                             stratify=spec.target.task != "regression")
+    resolved = {}
+    for name in SPLITS:
+        part = parts[name]
+        if windows.time_column is not None and len(part):
+            times = part[windows.time_column].astype(str)
+            resolved[name] = (times.iloc[0], times.iloc[-1])
+        else:
+            resolved[name] = ("random", f"{len(part)} rows")
+        check_window(name, part, *resolved[name], target, windows.min_rows, spec.target.task != "regression")
+    parts = [parts[name].assign(**{SPLIT_COLUMN: name}) for name in SPLITS]
+    return pd.concat(parts, ignore_index=True), resolved
+
+
 def build_training_set(
     frame: Any, spec: PipelineSpec, mode: str | None = None, end: str | None = None
 ) -> tuple[Any, dict[str, tuple[str, str]]]:
@@ -134,14 +236,18 @@ def build_training_set(
     import pandas as pd
 
     target = spec.target.name
-    missing = [c for c in (PARTITION_COLUMN, target) if c not in frame.columns]
-    if missing:
-        raise WindowError(f"the features of pipeline '{spec.name}' have no column(s) {missing}")
+    if target not in frame.columns:
+        raise WindowError(f"the features of pipeline '{spec.name}' have no target column '{target}'")
+    if spec.partitioning is None:
+        return build_unpartitioned_training_set(frame, spec)
+    if PARTITION_COLUMN not in frame.columns:
+        raise WindowError(f"the features of pipeline '{spec.name}' have no column '{PARTITION_COLUMN}'")
     days = sorted(frame[PARTITION_COLUMN].dropna().astype(str).unique().tolist())
-    windows = resolve_windows(spec.model.windows, days, mode, end)
+    windows = resolve_windows(spec.model.windows, days, mode, end,
+                              (spec.partitioning.start, spec.partitioning.end))
     splits = split_by_time(
         frame, windows, target=target, min_rows=spec.model.windows.min_rows,
-        require_both_classes=spec.target.task == "classification",
+        require_both_classes=spec.target.task != "regression",
     )
     parts = [part.assign(**{SPLIT_COLUMN: name}) for name, part in splits.items()]
     return pd.concat(parts, ignore_index=True), windows

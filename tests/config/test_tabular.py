@@ -72,6 +72,26 @@ def test_env_variable_without_default_names_file_and_key(tmp_path, monkeypatch):
         (lambda d: d["sources"]["rows"].update(pathh="x"), "sources.rows.csv.pathh", "unknown key"),
         (lambda d: d.pop("target"), "target", "required key is missing"),
         (lambda d: d["target"].update(rule="more than 15"), "target.rule", "comparison with a number"),
+        (lambda d: d["target"].update(positive="YES"), "target", "either 'rule' or 'positive'"),
+        (lambda d: d["target"].update(rule=None, task="regression", positive=1), "target", "takes the column as is"),
+        (lambda d: d["target"].update(rule=None, task="classification", classes=["a", "b", "c"]), "target",
+         "'classes' is for task: multiclass"),
+        # features and target against the columns the source declares, at load
+        (lambda d: d["sources"]["rows"].update(validation={"columns": {"value": "float", "x": "float"}})
+         or d.update(features={"numeric": ["x", "z"]}), "features.numeric[1]", "'z' is not a column of source 'rows'"),
+        (lambda d: d["sources"]["rows"].update(validation={"columns": {"x": "float"}}), "target.column",
+         "'value' is not a column of source 'rows'"),
+        # windows against the partition range; dated windows need partitions
+        (lambda d: d.update(partitioning={"time_column": "t", "start": "2020-01-01", "end": "2020-12-31"},
+                            model={"windows": {"train": {"start": "2019-12-01", "end": "2020-06-30"},
+                                               "validate": {"start": "2020-07-01", "end": "2020-08-31"},
+                                               "test": {"start": "2020-09-01", "end": "2020-12-31"}}}),
+         "model.windows.train", "outside the partition range 2020-01-01..2020-12-31"),
+        (lambda d: d.update(model={"windows": {"mode": "rolling"}}), "model.windows", "need a 'partitioning' section"),
+        (lambda d: d.update(model={"windows": {"fractions": {"train": 0.8, "validate": 0.15, "test": 0.15}}}),
+         "model.windows.fractions", "must be 1"),
+        (lambda d: d.update(evaluation={"baselines": [{"name": "prior", "mean_of": ["x"]}]}), "evaluation.baselines",
+         "generic baselines' names"),
         (lambda d: d.update(partitioning={"time_column": "t", "start": "not a date"}), "partitioning.start", "date"),
         (lambda d: d["sources"]["rows"].update(kind="xls"), "sources.rows", "xls"),
         (lambda d: d.update(features={"history_days": "many"}), "features.history_days", "integer"),
@@ -153,3 +173,24 @@ def test_every_flights_feature_has_a_description(flights_spec):
     missing = [c for c in [*features.numeric, *features.categorical] if not features.descriptions.get(c, "").strip()]
     assert missing == []
     assert len(features.numeric) + len(features.categorical) >= 30
+
+
+def test_string_targets_rules_and_unpartitioned_models_load(tmp_path):
+    data = _minimal()
+    data["target"] = {"name": "y", "column": "answer", "rule": '== "YES"'}
+    data["model"] = {"windows": {"time_column": "when"}}
+    spec = load_pipeline(_write(tmp_path, data))
+    assert spec.target.parsed_rule() == ("==", "YES") and spec.partitioning is None
+    assert spec.model.windows.time_column == "when" and spec.model.windows.fractions.train == 0.7
+    data["target"] = {"name": "y", "column": "answer", "positive": [True, "maybe"]}
+    assert load_pipeline(_write(tmp_path, data)).target.positive_values() == [True, "maybe"]
+
+
+def test_example_pipelines_load_as_a_folder():
+    from ml_assets import load_tabular_pipelines
+    from ml_assets.config.paths import REPO_ROOT
+
+    names = {p.spec.name: p.spec for p in load_tabular_pipelines(REPO_ROOT / "pipelines" / "examples")}
+    assert set(names) == {"boston_housing", "mpls_stops", "penguins"}
+    assert names["mpls_stops"].target.positive_values() == ["YES"]
+    assert names["penguins"].target.task == "multiclass" and names["boston_housing"].partitioning is None

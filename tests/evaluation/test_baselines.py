@@ -8,22 +8,44 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ml_assets.evaluation.baselines import logistic_baseline, naive_rate_baseline
+from ml_assets.evaluation.baselines import column_mean_baseline, logistic_baseline
 from ml_assets.evaluation.metrics import evaluate
 from tests.conftest import FEATURES
 
 
-def test_naive_rate_baseline_fallbacks():
+RATES = ["route_delay_rate_28d", "carrier_delay_rate_28d"]
+
+
+def test_column_mean_baseline_fallbacks():
     frame = pd.DataFrame({"route_delay_rate_28d": [0.2, np.nan, np.nan], "carrier_delay_rate_28d": [0.4, 0.3, np.nan]})
-    np.testing.assert_allclose(naive_rate_baseline(frame, fallback_rate=0.25), [0.3, 0.3, 0.25])
-    np.testing.assert_allclose(naive_rate_baseline(frame), [0.3, 0.3, 0.3])  # mean of available rates
-    with pytest.raises(ValueError, match="needs at least one"):
-        naive_rate_baseline(pd.DataFrame({"x": [1.0]}))
+    np.testing.assert_allclose(column_mean_baseline(frame, RATES, fallback=0.25), [0.3, 0.3, 0.25])
+    np.testing.assert_allclose(column_mean_baseline(frame, RATES), [0.3, 0.3, 0.3])  # mean of available rates
+    with pytest.raises(ValueError, match=r"baseline columns \['route_delay_rate_28d'\] are not in"):
+        column_mean_baseline(pd.DataFrame({"carrier_delay_rate_28d": [1.0]}), RATES)
+
+
+def test_prior_and_linear_baselines_of_each_task():
+    from ml_assets.evaluation.baselines import linear_baseline, linear_scores, prior_baseline
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=300)
+    train = pd.DataFrame({"x": x, "kind": np.where(x > 0, "a", "b"), "value": 3 * x + rng.normal(size=300),
+                          "cls": np.select([x < -0.5, x < 0.5], ["low", "mid"], "high"), "flag": (x > 0).astype(float)})
+    np.testing.assert_allclose(prior_baseline(train, 2, target="flag"), [train.flag.mean()] * 2)
+    classes = ["high", "low", "mid"]
+    shares = prior_baseline(train, 2, target="cls", classes=classes)
+    np.testing.assert_allclose(shares[0], train.cls.value_counts(normalize=True)[classes].to_numpy())
+    ridge = linear_baseline(train, (["x"], ["kind"]), target="value", task="regression")
+    assert np.corrcoef(linear_scores(ridge, train[["x", "kind"]], "regression"), train.value)[0, 1] > 0.9
+    multi = linear_baseline(train, (["x"], []), target="cls", task="multiclass", classes=classes)
+    proba = linear_scores(multi, train[["x"]], "multiclass", 3)
+    assert proba.shape == (300, 3) and np.allclose(proba.sum(axis=1), 1)
+    assert (np.asarray(classes)[proba.argmax(axis=1)] == train.cls).mean() > 0.8
 
 
 def test_baselines_on_real_sample(real_splits):
     train, test = real_splits["train"], real_splits["test"]
-    naive = evaluate(test["delayed"], naive_rate_baseline(test, float(train["delayed"].mean())))
+    naive = evaluate(test["delayed"], column_mean_baseline(test, RATES, float(train["delayed"].mean())))
     model = logistic_baseline(train, FEATURES, target="delayed")
     odd = test.copy()
     odd["dest"] = "XXX"

@@ -144,3 +144,67 @@ def test_out_of_range_weather_is_masked_for_features(flights_spec):
     assert counts == {"wind_speed": 1}
     assert masked.wind_speed.isna().tolist() == [False, True, True]
     assert frame.wind_speed[1] == 1048.36  # the raw frame itself is untouched
+
+
+# --------------------------------------------------------------------------- string / boolean / multiclass targets
+
+
+def test_yes_no_boolean_and_multiclass_targets():
+    from ml_assets.features.functions import target_values
+
+    frame = pd.DataFrame({"search": ["YES", "NO", None, "yes"], "flag": [True, False, None, True],
+                          "kind": ["a", "b", None, "c"], "n": [0, 1, None, 1]})
+    expected = [1.0, 0.0, np.nan, 1.0]
+    for target in (Target(name="y", column="search", positive="YES"),
+                   Target(name="y", column="search", positive=True),  # YAML reads an unquoted YES as true
+                   Target(name="y", column="flag")):
+        np.testing.assert_array_equal(target_values(frame, target).to_numpy(dtype=float), expected)
+    np.testing.assert_array_equal(
+        target_values(frame, Target(name="y", column="search", rule='== "YES"')).to_numpy(dtype=float),
+        [1.0, 0.0, np.nan, 0.0])  # a string rule is exact
+    np.testing.assert_array_equal(target_values(frame, Target(name="y", column="n")).to_numpy(dtype=float),
+                                  [0.0, 1.0, np.nan, 1.0])
+    assert target_values(frame, Target(name="y", column="kind", task="multiclass")).tolist() == ["a", "b", None, "c"]
+    with pytest.raises(ValueError, match=r"must hold 0/1 or booleans .* found \['NO', 'YES', 'yes'\]: add 'positive'"):
+        target_values(frame, Target(name="y", column="search"))
+
+
+# --------------------------------------------------------------------------- declarative timestamp parts
+
+
+def _stops_spec() -> PipelineSpec:
+    return PipelineSpec.model_validate({
+        "name": "stops",
+        "sources": {"stops": {"kind": "csv", "path": "x.csv", "entity_key": ["id"]}},
+        "partitioning": {"time_column": "at", "start": "2017-01-01", "timezone": "America/Chicago"},
+        "target": {"name": "searched", "column": "search", "positive": "YES"},
+        "features": {"timestamp_parts": {"hour": {"column": "at", "part": "hour"},
+                                         "weekday": {"column": "at", "part": "weekday"},
+                                         "month": {"column": "at", "part": "month"},
+                                         "doy": {"column": "at", "part": "day_of_year"},
+                                         "minute": {"column": "at", "part": "minute"}},
+                     "numeric": ["hour", "weekday", "month", "doy", "minute"]},
+    })
+
+
+def test_timestamp_parts_local_time_leakage_free_and_range_equals_day_by_day():
+    spec = _stops_spec()
+    stops = pd.DataFrame({
+        "id": [1, 2, 3, 4],
+        # 05:30 UTC on Jan 2 is 23:30 on Sunday Jan 1 in Chicago
+        "at": ["2017-01-02T05:30:00Z", "2017-01-02T15:05:00Z", "2017-01-03T06:10:00Z", "2017-01-04T01:00:00Z"],
+        "search": ["YES", "NO", None, "NO"],
+    })
+    both = passthrough({"stops": stops}, ["2017-01-01", "2017-01-02"], spec)
+    assert both["partition_date"].tolist() == ["2017-01-01", "2017-01-02"]
+    first = both.iloc[0]
+    assert (first.hour, first.minute, first.weekday, first.month, first.doy) == (23, 30, 6, 1, 1)
+    days = ["2017-01-01", "2017-01-02", "2017-01-03"]
+    together = passthrough({"stops": stops}, days, spec)
+    one_by_one = pd.concat([passthrough({"stops": stops}, [d], spec) for d in days], ignore_index=True)
+    pd.testing.assert_frame_equal(together, one_by_one)
+    # the day's outcomes never change its features
+    flipped = passthrough({"stops": stops.assign(search=["NO", "YES", "YES", "YES"])}, days, spec)
+    features = ["hour", "weekday", "month", "doy", "minute"]
+    pd.testing.assert_frame_equal(flipped[features], together[features])
+    np.testing.assert_array_equal(together.searched.to_numpy(), [1.0, 0.0, np.nan, 0.0])

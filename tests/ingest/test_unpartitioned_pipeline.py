@@ -21,7 +21,8 @@ def test_unpartitioned_pipeline_from_yaml_only(tmp_path, march_flights, instance
         "sources": {"legs": {
             "kind": "json", "path": str(tmp_path / "routes.json"),
             "entity_key": ["carrier", "flight", "origin", "time_hour"],
-            "validation": {"columns": {"distance": "number", "carrier": "str"},
+            "validation": {"columns": {"distance": "number", "carrier": "str", "origin": "str", "dest": "str",
+                                       "arr_delay": "float"},
                            "ranges": {"distance": {"min": 0, "strict_min": True}}},
         }},
         "target": {"name": "late", "column": "arr_delay", "rule": ">= 30"},
@@ -51,3 +52,29 @@ def test_unpartitioned_pipeline_from_yaml_only(tmp_path, march_flights, instance
     assert features.late.sum() == expected.sum()
     checks = [e for e in result.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"]
     assert len(checks) == 6 and all(e.event_specific_data.passed for e in checks)
+
+
+def test_missing_feature_column_fails_the_schema_check_naming_yaml_key_and_column(tmp_path, march_flights, instance):
+    rows = march_flights[["carrier", "flight", "origin", "distance", "arr_delay", "time_hour"]].head(50)
+    (tmp_path / "legs.json").write_text(rows.to_json(orient="records"))
+    pipelines = tmp_path / "pipelines"
+    pipelines.mkdir()
+    file = pipelines / "legs.yaml"
+    file.write_text(yaml.safe_dump({
+        "name": "legs",
+        "sources": {"legs": {"kind": "json", "path": str(tmp_path / "legs.json")}},  # no declared columns
+        "target": {"name": "late", "column": "arr_delay", "rule": ">= 30"},
+        "features": {"numeric": ["distance", "seats"], "categorical": ["carrier"]},
+    }))
+    resources = {"data_source": DataSourceResource(base_dir=str(tmp_path)),
+                 "parquet_io_manager": PartitionedParquetIOManager(base_dir=str(tmp_path / "data"))}
+    (pipeline,) = load_tabular_pipelines(pipelines)
+    assets = list(build_asset_defs([pipeline], fewshot_file=None).assets)
+    result = dg.materialize(assets, resources=resources, instance=instance, raise_on_error=False)
+    assert not result.success
+    (schema,) = [e.event_specific_data for e in result.all_events
+                 if e.event_type_value == "ASSET_CHECK_EVALUATION" and e.event_specific_data.check_name == "schema"]
+    assert not schema.passed
+    text = " ".join(str(v.value) for v in schema.metadata.values()) + str(schema.description)
+    assert "seats" in text and f"features.numeric[1] in {file}" in text
+    assert not (tmp_path / "data" / "legs").exists()  # nothing stored

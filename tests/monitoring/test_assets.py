@@ -60,6 +60,11 @@ def test_reference_belongs_to_the_champion_and_is_kept_while_it_is(monitored):
     assert md["sample_rows"] == min(20_000, md["source_rows"]) > 1000
     assert set(md["columns"]["numeric"]) >= {"distance", "sched_dep_hour"}
     assert md["columns"]["prediction"] == "delayed_score"
+    # every row of the window, labelled or not; thresholds from the YAML, the score's calibrated
+    assert md["labelled_rows"] <= md["source_rows"]
+    assert md["calibration"]["by"] == "day" and md["calibration"]["chunks"] == 30
+    rows = {r[0]: r for r in markdown_rows(md["thresholds"])}
+    assert rows["distance"][1:3] == ["0.25", "YAML"] and rows["delayed_score"][1:3] == ["1.5", "YAML"]
     again = project.materialize([project.keys.reference])
     assert again.success and again.asset_materializations_for_node("flights__reference") == []
     client = project.tracking.client()

