@@ -40,6 +40,13 @@ def stop(process: subprocess.Popen, sig=signal.SIGKILL) -> None:
 
     try:
         os.killpg(process.pid, sig)
+        process.wait(timeout=30)
+    except ProcessLookupError:
+        pass
+    except subprocess.TimeoutExpired:
+        pass
+    try:  # whatever of the server's group is left (its job runner and consumers), for good
+        os.killpg(process.pid, signal.SIGKILL)
     except ProcessLookupError:
         pass
     process.wait(timeout=30)
