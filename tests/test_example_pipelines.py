@@ -13,9 +13,10 @@ import yaml
 from ml_assets import build_asset_defs, load_tabular_pipelines
 from ml_assets.config.base import read_yaml
 from ml_assets.config.paths import REPO_ROOT
-from ml_assets.keys import pipeline_keys
+from ml_assets.keys import DATA_DRIFT_CHECK, pipeline_keys
 from ml_assets.training.registry import CHAMPION
 from resources.data_sources import DataSourceResource
+from resources.online_store import OnlineFeatureStore
 from resources.parquet_io import PartitionedParquetIOManager
 from resources.tracking import MlflowTracking
 from tests.conftest import markdown_rows, metadata_of
@@ -39,6 +40,7 @@ def example(tmp_path, name: str, **overrides):
         "data_source": DataSourceResource(base_dir=str(REPO_ROOT)),
         "parquet_io_manager": PartitionedParquetIOManager(base_dir=str(tmp_path / "data")),
         "tracking": MlflowTracking(local_dir=str(tmp_path / "mlflow")),
+        "online_store": OnlineFeatureStore(sqlite_path=str(tmp_path / "online" / "features.sqlite")),
     }
     return pipeline, build_asset_defs([pipeline], fewshot_file=None), resources
 
@@ -126,6 +128,9 @@ def test_daily_yes_no_target_minneapolis_stops_through_drift(tmp_path, instance,
     assert {r[2] for r in thresholds.values()} == {"calibrated"} and float(thresholds["lat"][1]) > 0
     assert set(reference["columns"]["categorical"]) == {"problem", "MDC", "race", "gender", "neighborhood"}
     drift = materialize(defs, resources, instance, [keys.drift_report], tags=day_range("2017-01-16", "2017-01-21"))
-    summary = next(iter(drift.asset_materializations_for_node(step(keys.drift_report)))).metadata
-    alarms = summary["data_drift_days"].value
-    assert alarms == "none" or len(alarms.split(", ")) <= 1, alarms
+    days = {m.partition: m.metadata for m in drift.asset_materializations_for_node(step(keys.drift_report))}
+    assert sorted(days) == [f"2017-01-{d}" for d in range(16, 22)]
+    alarmed = [day for day, md in days.items() if md["data_drift"].value]
+    assert len(alarmed) <= 1, alarmed
+    (check,) = [e for e in drift.get_asset_check_evaluations() if e.check_name == DATA_DRIFT_CHECK]
+    assert check.metadata["alarm_days"].value == (", ".join(alarmed) or "none")

@@ -90,11 +90,15 @@ def test_backfills_are_cut_into_runs_of_the_yaml_size(tmp_path):
                 for key in a.keys}
 
     daily = {"flights/raw_flights", "flights/raw_weather", "flights/features", "flights/predictions",
-             "flights/drift_report"}
+             "flights/drift_report", "flights/online_features"}
+    # what the scoring service logged is read one day per run (no range runs)
+    one_day = {"flights/served_predictions": None, "flights/served_drift_report": None,
+               "flights/live_comparison": None}
     chunked = policies({"max_partitions_per_run": 7})
-    assert chunked == {key: dg.BackfillPolicy.multi_run(max_partitions_per_run=7) for key in daily}
+    assert chunked == {**{key: dg.BackfillPolicy.multi_run(max_partitions_per_run=7) for key in daily}, **one_day}
     # 0 (the default): one run for the whole range
-    assert policies({"max_partitions_per_run": 0}) == {key: dg.BackfillPolicy.single_run() for key in daily}
+    assert policies({"max_partitions_per_run": 0}) == {**{key: dg.BackfillPolicy.single_run() for key in daily},
+                                                       **one_day}
 
 
 def test_a_negative_run_size_names_file_and_key(tmp_path):

@@ -16,6 +16,7 @@ from pydantic import Field
 
 from ml_assets.config.paths import data_dir
 from ml_assets.config.tabular import PARTITION_COLUMN, PipelineSpec
+from ml_assets.execution import backfill_policy
 from ml_assets.keys import pipeline_keys
 from ml_assets.metadata import data_failure, markdown_table, partition_keys
 from resources.online_store import OnlineFeatureStore
@@ -32,7 +33,7 @@ def build_online_features_asset(spec: PipelineSpec, partitions_def: dg.Partition
         kinds={"sqlite", "redis"},
         ins={"features": dg.AssetIn(key=keys.features)},
         partitions_def=partitions_def,
-        backfill_policy=dg.BackfillPolicy.single_run(),
+        backfill_policy=backfill_policy(spec),
         automation_condition=dg.AutomationCondition.eager(),
         code_version=SERVING_CODE_VERSION,
         description=(

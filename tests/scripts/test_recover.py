@@ -205,6 +205,11 @@ def test_concurrent_range_runs_on_the_same_days_leave_whole_files_of_one_run(tmp
     home = _home(tmp_path / "both")
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "DAGSTER_HOME": str(home),
            "CRASH_DATA_DIR": str(tmp_path / "both" / "assets")}
+    # The instance's SQLite storage exists before the two runs start, as it does for any instance in
+    # use: two processes creating a new instance's tables at once race on CREATE TABLE.
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    with dg.DagsterInstance.get() as instance:
+        assert list(instance.get_runs()) == []
     runs = [_range_run(env, CRASH_VERSION=version) for version in ("1", "2")]
     assert [run.wait(timeout=300) for run in runs] == [0, 0]
     folder = tmp_path / "both" / "assets" / "days"

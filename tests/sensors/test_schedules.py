@@ -23,7 +23,7 @@ def test_freshness_policies_schedules_and_sensors_come_from_the_yaml():
     assert graph.get(flights.features).freshness_policy is None
     assert {"alerts_sensor", "flights_drift_retrain_sensor"} <= {s.name for s in defs.sensors}
     automation = build_automation_defs(load_tabular_pipelines())
-    assert {s.name for s in automation.sensors} == {ALERTS_SENSOR, flights.drift_sensor}
+    assert {s.name for s in automation.sensors} == {ALERTS_SENSOR, flights.drift_sensor, flights.live_promotion_sensor}
     assert {s.name for s in automation.schedules} == {flights.daily_schedule, flights.weekly_retrain_schedule}
     assert isinstance(defs.resources["notifier"], Notifier)  # what the alerts sensor sends with
     daily = defs.resolve_schedule_def(flights.daily_schedule)

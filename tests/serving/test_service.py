@@ -246,6 +246,8 @@ def test_served_predictions_hold_the_traffic_with_the_shadow_challenger(serving,
 
     drift = build_served_drift_asset(project.spec, daily_partitions(project.spec))
     (store / "flights" / "training_set.parquet").symlink_to(project.store / "flights" / "training_set.parquet")
+    # the reference's data-drift part reads every row of the training window from the features
+    (store / "flights" / "features").symlink_to(project.store / "flights" / "features")
     resources = {**project.resources, "parquet_io_manager": PartitionedParquetIOManager(base_dir=str(store))}
     assets = [*project.assets, asset, drift]
     assert dg.materialize(assets, selection=[project.keys.reference], instance=project.instance,

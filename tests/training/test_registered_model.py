@@ -89,7 +89,7 @@ def test_mlflow_models_serve_serves_the_champion(champion, tmp_path):
     env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
            # mlflow models serve starts `uvicorn` from PATH: this virtualenv's
            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    mlflow = REPO_ROOT / ".venv" / "bin" / "mlflow"
+    mlflow = Path(sys.executable).parent / "mlflow"  # the environment running the tests
     server = subprocess.Popen(
         [str(mlflow), "models", "serve", "-m", f"models:/{NAME}@champion", "--env-manager", "local",
          "-h", "127.0.0.1", "-p", str(port)],
