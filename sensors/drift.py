@@ -19,6 +19,7 @@ import dagster as dg
 from ml_assets.config import PipelineSpec
 from ml_assets.keys import DRIFT_TRIGGER, PIPELINE_TAG, REASON_TAG, TRIGGER_TAG, pipeline_keys
 from ml_assets.training.assets import rolling_run_config
+from sensors.records import partition_metadata_since
 
 CURSOR_DAYS = 60  # days of verdicts kept in the cursor
 
@@ -31,26 +32,14 @@ def load_cursor(cursor: str | None) -> dict[str, Any]:
 
 def _verdicts(instance: dg.DagsterInstance, key: dg.AssetKey, after: int) -> tuple[int, dict[str, dict]]:
     """Per day, the newest drift verdict among materializations after storage id ``after``."""
-    latest, verdicts = after, {}
-    while True:
-        result = instance.fetch_materializations(
-            dg.AssetRecordsFilter(asset_key=key, after_storage_id=latest), limit=1000, ascending=True
-        )
-        for record in result.records:
-            latest = max(latest, record.storage_id)
-            materialization = record.asset_materialization
-            if materialization is None or materialization.partition is None:
-                continue
-            metadata = materialization.metadata
-            if "data_drift" not in metadata:
-                continue  # a day with no rows
-            verdicts[materialization.partition] = {
-                "data": bool(metadata["data_drift"].value),
-                "prediction": bool(metadata["prediction_drift"].value),
-                "columns": metadata["drifted_columns"].value if "drifted_columns" in metadata else "",
-            }
-        if not result.has_more:
-            return latest, verdicts
+    latest, days = partition_metadata_since(instance, key, after)
+    verdicts = {
+        day: {"data": bool(metadata["data_drift"]), "prediction": bool(metadata["prediction_drift"]),
+              "columns": metadata.get("drifted_columns", "")}
+        for day, metadata in days.items()
+        if "data_drift" in metadata  # not a day with no rows
+    }
+    return latest, verdicts
 
 
 def alarm_days(days: dict[str, dict], newest: str, within_days: int) -> list[str]:

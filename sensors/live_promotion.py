@@ -21,28 +21,13 @@ from ml_assets.config import PipelineSpec
 from ml_assets.keys import pipeline_keys
 from ml_assets.training.registry import CHALLENGER, CHAMPION
 from resources.tracking import MlflowTracking
+from sensors.records import partition_metadata_since
 
 CURSOR_DAYS = 60
 #: MLflow version tags of the audit trail.
 PROMOTED_TAG = "live_gate.promoted_at"
 EVIDENCE_TAG = "live_gate.evidence"
 REPLACED_TAG = "live_gate.replaced_by"
-
-
-def _verdicts(instance: dg.DagsterInstance, key: dg.AssetKey, after: int) -> tuple[int, dict[str, dict]]:
-    latest, verdicts = after, {}
-    while True:
-        result = instance.fetch_materializations(
-            dg.AssetRecordsFilter(asset_key=key, after_storage_id=latest), limit=1000, ascending=True
-        )
-        for record in result.records:
-            latest = max(latest, record.storage_id)
-            materialization = record.asset_materialization
-            if materialization is None or materialization.partition is None:
-                continue
-            verdicts[materialization.partition] = {k: v.value for k, v in materialization.metadata.items()}
-        if not result.has_more:
-            return latest, verdicts
 
 
 def build_live_promotion_sensor(spec: PipelineSpec) -> dg.SensorDefinition:
@@ -62,7 +47,7 @@ def build_live_promotion_sensor(spec: PipelineSpec) -> dg.SensorDefinition:
     )
     def _sensor(context: dg.SensorEvaluationContext, tracking: MlflowTracking):
         state = json.loads(context.cursor) if context.cursor else {"storage_id": 0, "days": {}, "last_promotion": None}
-        latest, verdicts = _verdicts(context.instance, keys.live_comparison, state["storage_id"])
+        latest, verdicts = partition_metadata_since(context.instance, keys.live_comparison, state["storage_id"])
         state["storage_id"] = latest
         state["days"].update(verdicts)
         state["days"] = {d: state["days"][d] for d in sorted(state["days"])[-CURSOR_DAYS:]}
