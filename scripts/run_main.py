@@ -50,9 +50,13 @@ class Stage:
         return f"{what} ({len(self.keys)} asset(s))" if not self.job else what
 
 
-def plan_stages() -> list[Stage]:
+def plan_stages(left_out: list[str] | None = None) -> list[Stage]:
     """Asset groups in dependency order; in a group, unpartitioned assets first, then each
-    partitioning over its full range (one single-run backfill)."""
+    partitioning over its full range (one single-run backfill).
+
+    The CLI runs a partition range only as one run, so a partitioned asset without a single-run
+    backfill policy (the served-traffic assets, one day per run; or every daily asset when the YAML
+    sets ``max_partitions_per_run``) is not planned: it is appended to ``left_out`` with the reason."""
     import dagster as dg
 
     from definitions import defs
@@ -83,7 +87,14 @@ def plan_stages() -> list[Stage]:
     for group in ordered:
         by_partitioning: dict[object, list[dg.AssetKey]] = {}
         for key in groups[group]:
-            by_partitioning.setdefault(graph.get(key).partitions_def, []).append(key)
+            node = graph.get(key)
+            policy = node.backfill_policy
+            if node.partitions_def is not None and (policy is None or policy.max_partitions_per_run is not None):
+                if left_out is not None:
+                    runs = "one partition per run" if policy is None else f"runs of {policy.max_partitions_per_run} partitions"
+                    left_out.append(f"{key.to_user_string()} ({runs}: its daily automation or a UI backfill)")
+                continue
+            by_partitioning.setdefault(node.partitions_def, []).append(key)
         for partitions_def in sorted(by_partitioning, key=lambda p: p is not None):
             keys = by_partitioning[partitions_def]
             names = tuple(sorted(k.to_user_string() for k in keys))
@@ -255,8 +266,12 @@ def main() -> None:
     os.chdir(REPO_ROOT)
     sys.path.insert(0, str(REPO_ROOT))
     recover_before_start()
-    stages = plan_stages()
+    left_out: list[str] = []
+    stages = plan_stages(left_out)
     print(f"==> main job: {len(stages)} stage(s) on the instance in {home}")
+    if left_out:
+        print("    not in the main job (the CLI runs a range only as one run):\n      "
+              + "\n      ".join(left_out))
     for stage in stages:
         run_stage(stage, log_dir)
     print(summary())
