@@ -1,18 +1,31 @@
-"""IO manager that stores each asset partition as one Parquet file, written atomically.
+"""IO manager that stores each asset partition as one Parquet file under the storage root, verified.
 
 Layout: ``<base_dir>/<asset key path>/<partition key>.parquet`` for partitioned assets and
-``<base_dir>/<asset key path>.parquet`` otherwise. A run over a range of partitions (a single-run
-backfill) splits its output by day and replaces exactly the files of that range; every file is written
-to a temporary name in the same folder and renamed into place, so a crash never leaves a half-written
-partition and readers see either the old or the new file.
+``<base_dir>/<asset key path>.parquet`` otherwise. ``base_dir`` is a local folder (the default,
+``.data/assets``) or any fsspec URL (``s3://bucket/prefix/assets``), through universal-pathlib's
+``UPath`` (``resources/storage.py``). A run over a range of partitions (a single-run backfill) splits
+its output by day and replaces exactly the objects of that range; every object is written atomically
+(local: a temp file in the same folder renamed into place; object stores: one PUT per object), so
+readers see either the old or the new file, never a part.
 
 Partitioned writes are staged so that a kill never leaves a new file the instance does not know:
-every day is written to a hidden temp file first, then a journal ``.staged-<run id>.json`` names
-the days, then each day is renamed into place with the old file kept as ``.<day>.<run id>.prev``
-(a hard link). Dagster records the materializations after the write; the next write of the asset
-(or ``./run.sh recover``) settles the journal of a finished run: a day the run recorded keeps the
-new file (the old copy is dropped), a day it did not record gets its old file back (or none, if it
-had none). ``settle_staged_writes`` does this.
+every day is serialized first (locally to a hidden temp file), then a journal
+``.staged-<run id>.json`` names the days, then each day is put in place with the old file kept as
+``.<day>.<run id>.prev`` (a hard link locally, a server-side copy on an object store). Dagster
+records the materializations after the write; the next write of the asset (or ``./run.sh recover``)
+settles the journal of a finished run: a day the run recorded keeps the new file (the old copy is
+dropped), a day it did not record gets its old file back (or none, if it had none).
+``settle_staged_writes`` does this.
+
+Verified reads: every stored object's SHA-256 (``sha256:<hex>``) is recorded in its partition's
+materialization (metadata ``content_hash``, and as the Dagster data version when the output is one
+partition or unpartitioned; Dagster 1.13 gives all partitions of a range output one data version, so
+a range run keeps Dagster's logical version and the per-partition hash is in the metadata).
+Loading an input hashes the bytes it read and compares them with what the instance recorded for
+that partition: a different hash (a file replaced outside Dagster, another storage root) fails with
+``StoredPartitionMismatchError`` naming the asset, partition, file, recorded and found hashes, never
+retried. A partition the instance has no hash for (materialized before this check existed, or by
+another instance) is read with a warning in the run log.
 
 Reading a stored partition that is missing or unreadable fails naming the asset, the partition,
 the file and the command that rebuilds it, as a ``dg.Failure`` that is never retried.
@@ -24,17 +37,34 @@ local day is the partition).
 
 from __future__ import annotations
 
+import io
 import json
 import os
-import tempfile
+import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import dagster as dg
 from pydantic import Field
 
+from resources.storage import (
+    content_hash,
+    copy_object,
+    describe,
+    ensure_folder,
+    is_local,
+    put_atomic,
+    remove_object,
+    replace_object,
+    root_path,
+    write_temp,
+)
+
 if TYPE_CHECKING:
     import pandas as pd
+
+CONTENT_HASH_KEY = "content_hash"
+STORED_AT_KEY = "stored_at"
 
 
 class StoredPartitionError(dg.Failure):
@@ -56,6 +86,11 @@ class CorruptPartitionError(StoredPartitionError):
     """A stored partition file cannot be read as Parquet (truncated, overwritten, not Parquet)."""
 
 
+class StoredPartitionMismatchError(StoredPartitionError):
+    """A stored object's content hash differs from the one its materialization recorded: the file
+    was replaced outside Dagster, or this process reads another storage root than the writer."""
+
+
 def repair_command(asset_key: dg.AssetKey, partition_keys: list[str] | None = None) -> str:
     """The CLI command that rebuilds ``asset_key`` (those partitions), from the repository root."""
     command = f"dagster asset materialize -f definitions.py --select '{asset_key.to_user_string()}'"
@@ -66,78 +101,172 @@ def repair_command(asset_key: dg.AssetKey, partition_keys: list[str] | None = No
     return f"{command} --partition-range {partition_keys[0]}...{partition_keys[-1]}"
 
 
-def read_stored(path: Path, asset_key: dg.AssetKey, partition_key: str | None) -> pd.DataFrame:
-    """``path`` as a DataFrame, or ``CorruptPartitionError`` naming asset, partition, file, repair."""
+def to_parquet_bytes(frame: pd.DataFrame) -> bytes:
+    """``frame`` as the Parquet bytes that are stored and hashed (same bytes on every filesystem)."""
+    buffer = io.BytesIO()
+    frame.to_parquet(buffer, index=False)
+    return buffer.getvalue()
+
+
+def parse_stored(data: bytes, path: Any, asset_key: dg.AssetKey, partition_key: str | None) -> pd.DataFrame:
+    """``data`` (read from ``path``) as a DataFrame, or ``CorruptPartitionError`` naming asset,
+    partition, file, repair."""
     import pandas as pd
 
     try:
-        return pd.read_parquet(path)
+        return pd.read_parquet(io.BytesIO(data))
     except (OSError, ValueError) as exc:  # pyarrow's ArrowInvalid is a ValueError
         which = f"partition {partition_key} of " if partition_key else ""
         raise CorruptPartitionError(
-            f"{which}{asset_key.to_user_string()} is stored in {path}, which is not a readable Parquet file"
-            f" ({type(exc).__name__}: {exc}). Nothing was read. Rebuild it with:"
+            f"{which}{asset_key.to_user_string()} is stored in {describe(path)}, which is not a readable"
+            f" Parquet file ({type(exc).__name__}: {exc}). Nothing was read. Rebuild it with:"
             f" {repair_command(asset_key, [partition_key] if partition_key else None)}",
-            file=dg.MetadataValue.path(str(path)),
+            file=dg.MetadataValue.path(describe(path)),
         ) from None
+
+
+def read_stored(path: Any, asset_key: dg.AssetKey, partition_key: str | None) -> pd.DataFrame:
+    """``path`` as a DataFrame (not verified), or ``CorruptPartitionError``."""
+    return parse_stored(path.read_bytes(), path, asset_key, partition_key)
+
+
+def verify_stored(data: bytes, path: Any, asset_key: dg.AssetKey, partition_key: str | None,
+                  recorded: RecordedObject | None) -> None:
+    """Raise ``StoredPartitionMismatchError`` when ``data``'s hash is not the recorded one."""
+    if recorded is None or recorded.content_hash is None:
+        return
+    found = content_hash(data)
+    if found == recorded.content_hash:
+        return
+    which = f"partition {partition_key} of " if partition_key else ""
+    where = (f" It was recorded as stored at {recorded.stored_at}: this process reads another storage root."
+             if recorded.stored_at and recorded.stored_at != describe(path) else
+             " The file was replaced outside Dagster (or the storage root holds another copy).")
+    raise StoredPartitionMismatchError(
+        f"{which}{asset_key.to_user_string()}: the stored file {describe(path)} is not what run"
+        f" {recorded.run_id} materialized: recorded {recorded.content_hash}, found {found}.{where}"
+        " Nothing was read. Point ML_STORAGE_ROOT at the root the run wrote to, or rebuild it with:"
+        f" {repair_command(asset_key, [partition_key] if partition_key else None)}",
+        file=dg.MetadataValue.path(describe(path)),
+        recorded_hash=recorded.content_hash,
+        found_hash=found,
+    )
+
+
+class RecordedObject:
+    """What the instance's newest materialization of a partition says about its stored object."""
+
+    def __init__(self, run_id: str, content_hash: str | None, stored_at: str | None) -> None:
+        self.run_id = run_id
+        self.content_hash = content_hash
+        self.stored_at = stored_at
+
+
+def recorded_objects(instance: dg.DagsterInstance, asset_key: dg.AssetKey,
+                     partition_keys: list[str] | None) -> dict[str | None, RecordedObject]:
+    """``{partition: RecordedObject}`` of the newest materialization of each of ``partition_keys``
+    (``None`` for an unpartitioned asset); partitions never materialized are absent."""
+    wanted: set[str | None] = set(partition_keys) if partition_keys else {None}
+    found: dict[str | None, RecordedObject] = {}
+    cursor = None
+    while len(found) < len(wanted):
+        result = instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=asset_key, asset_partitions=partition_keys or None),
+            limit=1000, cursor=cursor, ascending=False,
+        )
+        for record in result.records:
+            materialization = record.asset_materialization
+            if materialization is None or materialization.partition in found:
+                continue
+            metadata = materialization.metadata
+            digest = metadata.get(CONTENT_HASH_KEY)
+            stored_at = metadata.get(STORED_AT_KEY)
+            found[materialization.partition] = RecordedObject(
+                record.run_id,
+                str(digest.value) if digest is not None else None,
+                str(stored_at.value) if stored_at is not None else None,
+            )
+        if not result.has_more:
+            break
+        cursor = result.cursor
+    return found
+
+
+def load_partition(path: Any, asset_key: dg.AssetKey, partition_key: str | None,
+                   recorded: RecordedObject | None) -> pd.DataFrame:
+    """One stored partition (or unpartitioned asset), read once, parsed, and checked against what
+    the instance recorded for it; the errors name the asset, the partition, the file and the repair."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        which = f"partition {partition_key} of " if partition_key else ""
+        extra = (f" The instance recorded it (run {recorded.run_id}) at {recorded.stored_at}:"
+                 " this process reads another storage root." if recorded and recorded.stored_at else "")
+        raise MissingPartitionError(
+            f"{which}{asset_key.to_user_string()} is not stored (no file {describe(path)}).{extra}"
+            f" Materialize it first: {repair_command(asset_key, [partition_key] if partition_key else None)}"
+        ) from None
+    frame = parse_stored(data, path, asset_key, partition_key)
+    verify_stored(data, path, asset_key, partition_key, recorded)
+    return frame
 
 
 STAGED_PREFIX = ".staged-"
 
 
-def staged_write(parts: dict[str, pd.DataFrame], paths: dict[str, Path], run_id: str) -> Path:
-    """Write every partition of ``parts`` to a temp file, journal the range, then rename each into
-    place keeping the old file as ``.<day>.<run id>.prev``; returns the journal (see the module doc)."""
+def staged_write(parts: dict[str, Any], paths: dict[str, Any], run_id: str) -> Any:
+    """Write every partition of ``parts`` (DataFrames or Parquet bytes), journal the range, then put
+    each in place keeping the old file as ``.<day>.<run id>.prev``; returns the journal (module doc)."""
     folder = next(iter(paths.values())).parent
-    folder.mkdir(parents=True, exist_ok=True)
-    staged: dict[str, str] = {}
+    ensure_folder(folder)
+    data = {key: value if isinstance(value, bytes) else to_parquet_bytes(value) for key, value in parts.items()}
+    staged: dict[str, Path | None] = {}
     try:
-        for key, frame in parts.items():
-            fd, tmp_name = tempfile.mkstemp(prefix=f".{paths[key].stem}.", suffix=".tmp", dir=folder)
-            os.close(fd)
-            staged[key] = tmp_name
-            frame.to_parquet(tmp_name, index=False)
+        for key, payload in data.items():
+            staged[key] = write_temp(folder, paths[key].stem, payload)
         journal = folder / f"{STAGED_PREFIX}{run_id}.json"
         had_old = {key: paths[key].exists() for key in parts}
-        atomic_write_text(journal, json.dumps({"run_id": run_id, "partitions": had_old}))
+        put_atomic(journal, json.dumps({"run_id": run_id, "written_at_ns": time.time_ns(), "partitions": had_old}).encode())
     except BaseException:
-        for tmp_name in staged.values():
-            Path(tmp_name).unlink(missing_ok=True)
+        for tmp in staged.values():
+            if tmp is not None:
+                tmp.unlink(missing_ok=True)
         raise
-    for key, tmp_name in staged.items():
+    for key, tmp in staged.items():
         final = paths[key]
         if had_old[key]:
-            previous = prev_path(final, run_id)
-            previous.unlink(missing_ok=True)
-            os.link(final, previous)
-        os.replace(tmp_name, final)
+            copy_object(final, prev_path(final, run_id))
+        if tmp is not None:
+            os.replace(tmp, final)
+        else:
+            put_atomic(final, data[key])
     return journal
 
 
-def prev_path(final: Path, run_id: str) -> Path:
+def prev_path(final: Any, run_id: str) -> Any:
     return final.with_name(f".{final.stem}.{run_id}.prev")
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
+def atomic_write_text(path: Any, text: str) -> None:
+    put_atomic(path, text.encode("utf-8"))
 
 
-def settle_staged_writes(folder: Path, instance: dg.DagsterInstance, asset_key: dg.AssetKey,
+def _journal_order(journal: Any, entry: dict) -> int:
+    if "written_at_ns" in entry:
+        return int(entry["written_at_ns"])
+    return journal.stat().st_mtime_ns if is_local(journal) else 0
+
+
+def settle_staged_writes(folder: Any, instance: dg.DagsterInstance, asset_key: dg.AssetKey,
                          skip_run: str | None = None) -> dict[str, str]:
     """Settle the journals under ``folder`` of runs that are finished (or gone): keep what the run
     recorded, restore the old file of every day it did not. Returns ``{partition: outcome}``."""
     outcomes: dict[str, str] = {}
+    entries = [(journal, json.loads(journal.read_text(encoding="utf-8")))
+               for journal in folder.glob(f"{STAGED_PREFIX}*.json")]
     # newest first: a later run's old copy is an earlier run's new file, which must be settled after
-    journals = sorted(folder.glob(f"{STAGED_PREFIX}*.json"), key=lambda p: p.stat().st_mtime_ns, reverse=True)
-    for journal in journals:
-        entry = json.loads(journal.read_text(encoding="utf-8"))
+    entries.sort(key=lambda item: _journal_order(*item), reverse=True)
+    for journal, entry in entries:
         run_id = entry["run_id"]
         if run_id == skip_run:
             continue
@@ -157,55 +286,76 @@ def settle_staged_writes(folder: Path, instance: dg.DagsterInstance, asset_key: 
             previous = prev_path(final, run_id)
             if run is None:
                 # a run of another instance (or deleted): nothing to decide by, so nothing is undone
-                previous.unlink(missing_ok=True)
+                remove_object(previous)
                 outcomes.setdefault(key, f"kept the file of run {run_id}, unknown to this instance")
             elif key in recorded:
-                previous.unlink(missing_ok=True)
+                remove_object(previous)
                 outcomes.setdefault(key, "kept the new file (recorded)")
             elif had_old and previous.exists():
-                os.replace(previous, final)
+                replace_object(previous, final)
                 outcomes.setdefault(key, f"restored the old file (run {run_id} did not record it)")
             elif not had_old:
-                final.unlink(missing_ok=True)
+                remove_object(final)
                 outcomes.setdefault(key, f"removed an unrecorded new file (run {run_id})")
-        journal.unlink()
+        remove_object(journal)
     return outcomes
 
 
-def settle_all_staged_writes(base_dir: Path, instance: dg.DagsterInstance) -> dict[str, str]:
+def settle_all_staged_writes(base_dir: Any, instance: dg.DagsterInstance) -> dict[str, str]:
     """``settle_staged_writes`` for every asset folder under ``base_dir``: ``{"asset/day": outcome}``."""
     outcomes: dict[str, str] = {}
+    if isinstance(base_dir, str):
+        base_dir = root_path(base_dir)
     if not base_dir.exists():
         return outcomes
-    for folder in sorted({journal.parent for journal in base_dir.rglob(f"{STAGED_PREFIX}*.json")}):
-        key = dg.AssetKey(list(folder.relative_to(base_dir).parts))
-        for day, outcome in settle_staged_writes(folder, instance, key).items():
+    prefix = str(base_dir).rstrip("/") + "/"
+    folders = {str(journal.parent): journal.parent for journal in base_dir.rglob(f"{STAGED_PREFIX}*.json")}
+    for name in sorted(folders):
+        key = dg.AssetKey(name.removeprefix(prefix).split("/"))
+        for day, outcome in settle_staged_writes(folders[name], instance, key).items():
             outcomes[f"{key.to_user_string()}/{day}"] = outcome
     return outcomes
 
 
-def atomic_write_parquet(frame: pd.DataFrame, path: Path) -> None:
-    """Write ``frame`` to ``path`` via a temporary file in the same folder and an atomic rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        frame.to_parquet(tmp_name, index=False)
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
+def atomic_write_parquet(frame: pd.DataFrame, path: Any) -> None:
+    """Write ``frame`` to ``path`` atomically (temp file and rename; one PUT on object stores).
+    Outside Dagster: nothing is recorded, so a verified read of a replaced partition fails."""
+    if is_local(path):  # written straight to the temp file (no in-memory copy), as before
+        import tempfile
+
+        local = Path(path)
+        local.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{local.stem}.", suffix=".tmp", dir=local.parent)
+        os.close(fd)
+        try:
+            frame.to_parquet(tmp_name, index=False)
+            os.replace(tmp_name, local)
+        except BaseException:
+            Path(tmp_name).unlink(missing_ok=True)
+            raise
+        return
+    put_atomic(path, to_parquet_bytes(frame))
 
 
 class PartitionedParquetIOManager(dg.ConfigurableIOManager):
-    """Stores pandas DataFrames as one Parquet file per partition under ``base_dir``, atomically."""
+    """Stores pandas DataFrames as one Parquet file per partition under ``base_dir`` (a local folder
+    or an fsspec URL such as ``s3://bucket/prefix``), atomically, and verifies every read against
+    the content hash the instance recorded."""
 
-    base_dir: str = Field(description="Folder under which asset partitions are stored.")
+    base_dir: str = Field(description="Folder or fsspec URL (s3://bucket/prefix) under which asset partitions are stored.")
+    subfolder: str = Field(default="", description="Folder under base_dir (e.g. 'assets' under the storage root).")
+    verify_reads: bool = Field(
+        default=True,
+        description="Check each partition read against the content hash its materialization recorded.",
+    )
 
-    def path_for(self, asset_key: dg.AssetKey, partition_key: str | None = None) -> Path:
-        folder = Path(self.base_dir).joinpath(*asset_key.path)
+    def root(self) -> Any:
+        return root_path(self.base_dir, *[p for p in self.subfolder.split("/") if p])
+
+    def path_for(self, asset_key: dg.AssetKey, partition_key: str | None = None) -> Any:
+        folder = self.root().joinpath(*asset_key.path)
         if partition_key is None:
-            return folder.with_suffix(".parquet")
+            return folder.with_name(folder.name + ".parquet")
         return folder / f"{partition_key}.parquet"
 
     def handle_output(self, context: dg.OutputContext, obj: pd.DataFrame | None) -> None:
@@ -213,7 +363,10 @@ class PartitionedParquetIOManager(dg.ConfigurableIOManager):
             return
         key = context.asset_key
         if not context.has_asset_partitions:
-            atomic_write_parquet(obj, self.path_for(key))
+            path = self.path_for(key)
+            data = to_parquet_bytes(obj)
+            put_atomic(path, data)
+            self.record(context, {None: (path, data)})
             return
         partition_keys = list(context.asset_partition_keys)
         days = _partition_days(obj, context.definition_metadata or {})
@@ -240,7 +393,7 @@ class PartitionedParquetIOManager(dg.ConfigurableIOManager):
             parts[partition_key] = obj.loc[index].reset_index(drop=True) if index is not None else empty
         self.write_partitions(context, parts)
         context.log.debug(
-            f"wrote {len(partition_keys)} partition file(s) of {key.to_user_string()} under {self.base_dir}"
+            f"wrote {len(partition_keys)} partition file(s) of {key.to_user_string()} under {describe(self.root())}"
         )
 
     def write_partitions(self, context: dg.OutputContext, parts: dict[str, pd.DataFrame]) -> None:
@@ -248,53 +401,98 @@ class PartitionedParquetIOManager(dg.ConfigurableIOManager):
         key = context.asset_key
         paths = {pk: self.path_for(key, pk) for pk in parts}
         folder = next(iter(paths.values())).parent
+        data = {pk: to_parquet_bytes(frame) for pk, frame in parts.items()}
         instance = _instance_of(context)
         if instance is None:  # an output context built outside a run: no instance to record in
-            for pk, frame in parts.items():
-                atomic_write_parquet(frame, paths[pk])
+            for pk, payload in data.items():
+                put_atomic(paths[pk], payload)
             return
         try:
             if folder.exists():
                 for day, outcome in settle_staged_writes(folder, instance, key, skip_run=context.run_id).items():
                     if outcome.startswith(("restored", "removed")):
                         context.log.warning(f"{key.to_user_string()} {day}: {outcome}")
-            staged_write(parts, paths, context.run_id)
+            staged_write(data, paths, context.run_id)
         except OSError as exc:
             raise StoredPartitionError(
-                f"{key.to_user_string()}: could not write partition(s) {_span(list(parts))} under {folder}"
+                f"{key.to_user_string()}: could not write partition(s) {_span(list(parts))} under {describe(folder)}"
                 f" ({os.strerror(exc.errno) if exc.errno else exc}). Nothing stored was changed: the previous files are intact and"
                 " no temp file is left. Free space or make the folder writable, then rerun:"
                 f" {repair_command(key, list(parts))}",
-                folder=dg.MetadataValue.path(str(folder)),
+                folder=dg.MetadataValue.path(describe(folder)),
             ) from exc
+        self.record(context, {pk: (paths[pk], data[pk]) for pk in parts})
+
+    def record(self, context: dg.OutputContext, stored: dict[str | None, tuple[Any, bytes]]) -> None:
+        """Record each stored object's content hash (and where it is) in its partition's
+        materialization; a one-partition or unpartitioned output also gets it as its data version."""
+        try:
+            step = context.step_context
+        except dg.DagsterInvariantViolationError:
+            return
+        hashes = {pk: content_hash(payload) for pk, (_, payload) in stored.items()}
+        for pk, (path, _) in stored.items():
+            metadata = {CONTENT_HASH_KEY: dg.MetadataValue.text(hashes[pk]),
+                        STORED_AT_KEY: dg.MetadataValue.path(describe(path))}
+            if pk is None:
+                context.add_output_metadata(metadata)
+            else:
+                step.add_asset_metadata(metadata, asset_key=context.asset_key, partition_key=pk)
+        if len(stored) == 1:
+            step.set_data_version(context.asset_key, dg.DataVersion(next(iter(hashes.values()))))
 
     def load_input(self, context: dg.InputContext) -> pd.DataFrame:
         import pandas as pd
 
         key = context.asset_key
-        if not context.has_asset_partitions:
+        partition_keys = list(context.asset_partition_keys) if context.has_asset_partitions else None
+        recorded = self.recorded(context, key, partition_keys)
+        if partition_keys is None:
             path = self.path_for(key)
             if not path.exists():
                 raise MissingPartitionError(
-                    f"{key.to_user_string()} has not been materialized (no file {path}). Build it with:"
+                    f"{key.to_user_string()} has not been materialized (no file {describe(path)}). Build it with:"
                     f" {repair_command(key)}"
                 )
-            return read_stored(path, key, None)
-        partition_keys = list(context.asset_partition_keys)
+            return load_partition(path, key, None, recorded.get(None))
         paths = [self.path_for(key, pk) for pk in partition_keys]
         missing = [pk for pk, path in zip(partition_keys, paths) if not path.exists()]
         if missing:
             shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+            elsewhere = recorded.get(missing[0])
+            extra = (f" The instance recorded {missing[0]} at {elsewhere.stored_at} (run {elsewhere.run_id}):"
+                     " this process reads another storage root." if elsewhere and elsewhere.stored_at else "")
             raise MissingPartitionError(
-                f"{key.to_user_string()}: partition(s) {shown} not materialized under {self.base_dir}"
-                f" (no file {self.path_for(key, missing[0])}); materialize (backfill) them first:"
+                f"{key.to_user_string()}: partition(s) {shown} not materialized under {describe(self.root())}"
+                f" (no file {describe(self.path_for(key, missing[0]))}).{extra} Materialize (backfill) them first:"
                 f" {repair_command(key, missing)}"
             )
-        frames = [read_stored(path, key, pk) for pk, path in zip(partition_keys, paths)]
+        frames = [load_partition(path, key, pk, recorded.get(pk)) for pk, path in zip(partition_keys, paths)]
         non_empty = [f for f in frames if len(f)]
         if not non_empty:
             return frames[0]
         return pd.concat(non_empty, ignore_index=True) if len(non_empty) > 1 else non_empty[0]
+
+    def recorded(self, context: dg.InputContext, key: dg.AssetKey,
+                 partition_keys: list[str] | None) -> dict[str | None, RecordedObject]:
+        """What the instance recorded for the partitions about to be read (empty when not verifying
+        or outside a run); a partition without a recorded hash is read with a warning."""
+        if not self.verify_reads:
+            return {}
+        try:
+            instance = context.step_context.instance
+        except dg.DagsterInvariantViolationError:
+            return {}
+        recorded = recorded_objects(instance, key, partition_keys)
+        unverified = [pk for pk in (partition_keys or [None])
+                      if recorded.get(pk) is None or recorded[pk].content_hash is None]
+        if unverified:
+            shown = ", ".join(str(pk) for pk in unverified[:5]) + (f" and {len(unverified) - 5} more" if len(unverified) > 5 else "")
+            context.log.warning(
+                f"{key.to_user_string()}: partition(s) {shown} read unverified: this instance recorded no"
+                " content hash for them (materialized by another instance, or before reads were verified)"
+            )
+        return recorded
 
 
 def _span(keys: list[str]) -> str:

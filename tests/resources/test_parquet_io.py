@@ -252,3 +252,91 @@ def test_a_full_disk_or_read_only_folder_fails_once_and_keeps_the_stored_files(s
     assert "--partition-range 2013-01-02...2013-01-04" in text
     assert {p.name: _sha(p) for p in folder.glob("*.parquet")} == before
     assert not [p.name for p in folder.iterdir() if p.name.endswith(".tmp")]
+
+
+# --------------------------------------------------------------------------- verified reads
+
+
+def _newest(instance, key, partition):
+    [record] = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=dg.AssetKey(key), asset_partitions=[partition]), limit=1
+    ).records
+    return record
+
+
+def test_each_partition_records_the_hash_of_its_stored_bytes(tmp_path, instance):
+    manager = PartitionedParquetIOManager(base_dir=str(tmp_path))
+    resources = {"parquet_io_manager": manager}
+    assert dg.materialize([daily_rows], resources=resources, tags=RANGE_TAGS, instance=instance).success
+    assert dg.materialize([daily_rows], resources=resources, partition_key="2013-01-05", instance=instance).success
+    for day in ("2013-01-02", "2013-01-03", "2013-01-04", "2013-01-05"):
+        materialization = _newest(instance, "daily_rows", day).asset_materialization
+        stored = tmp_path / "daily_rows" / f"{day}.parquet"
+        assert materialization.metadata["content_hash"].value == "sha256:" + _sha(stored)
+        assert materialization.metadata["stored_at"].value == str(stored)
+    # a one-partition run also records the hash as the Dagster data version
+    one = _newest(instance, "daily_rows", "2013-01-05").event_log_entry.dagster_event.event_specific_data
+    assert one.materialization.tags["dagster/data_version"] == "sha256:" + _sha(tmp_path / "daily_rows" / "2013-01-05.parquet")
+
+
+@pytest.mark.parametrize("tamper", ["replaced_outside_dagster", "another_root"])
+def test_a_read_of_an_object_that_is_not_the_recorded_one_fails_once_naming_both_hashes(tmp_path, instance, tamper):
+    manager = PartitionedParquetIOManager(base_dir=str(tmp_path / "root"))
+    assert dg.materialize([daily_rows], resources={"parquet_io_manager": manager}, tags=RANGE_TAGS,
+                          instance=instance).success
+    stored = tmp_path / "root" / "daily_rows" / "2013-01-04.parquet"
+    recorded = "sha256:" + _sha(stored)
+    if tamper == "replaced_outside_dagster":
+        reader_manager = manager
+        atomic_write_parquet(pd.read_parquet(stored).assign(value=7), stored)  # valid Parquet, other rows
+        path = stored
+    else:  # a worker whose root holds an older copy of the same day (another run, another instance)
+        reader_manager = PartitionedParquetIOManager(base_dir=str(tmp_path / "other"))
+        assert dg.materialize([daily_rows], resources={"parquet_io_manager": reader_manager},
+                              tags={**RANGE_TAGS, "version": "old"}).success  # its own ephemeral instance
+        path = tmp_path / "other" / "daily_rows" / "2013-01-04.parquet"
+
+    @dg.asset(partitions_def=DAYS, io_manager_key="parquet_io_manager",
+              retry_policy=dg.RetryPolicy(max_retries=3, delay=0.1))
+    def reader(daily_rows: pd.DataFrame) -> pd.DataFrame:
+        return daily_rows
+
+    result = dg.materialize([daily_rows, reader], selection=[reader], instance=instance, partition_key="2013-01-04",
+                            resources={"parquet_io_manager": reader_manager}, raise_on_error=False)
+    assert not result.success
+    assert not [e for e in result.all_events if e.event_type == dg.DagsterEventType.STEP_RESTARTED]
+    [failure] = [e for e in result.all_events if e.event_type == dg.DagsterEventType.STEP_FAILURE]
+    text = failure.step_failure_data.user_failure_data.description
+    found = "sha256:" + _sha(path)
+    assert found != recorded
+    assert f"partition 2013-01-04 of daily_rows: the stored file {path} is not what run" in text
+    assert f"recorded {recorded}, found {found}" in text
+    if tamper == "another_root":
+        assert f"recorded as stored at {stored}: this process reads another storage root" in text
+    else:
+        assert "replaced outside Dagster" in text
+    assert not (tmp_path / "root" / "reader").exists() and not (tmp_path / "other" / "reader").exists()
+
+
+def test_a_read_of_a_partition_stored_only_under_another_root_names_where_it_was_recorded(tmp_path, instance):
+    writer = PartitionedParquetIOManager(base_dir=str(tmp_path / "root"))
+    assert dg.materialize([daily_rows], resources={"parquet_io_manager": writer}, tags=RANGE_TAGS,
+                          instance=instance).success
+    reader = PartitionedParquetIOManager(base_dir=str(tmp_path / "empty"))
+    with pytest.raises(MissingPartitionError, match=r"The instance recorded 2013-01-02 at .*root/daily_rows/2013-01-02\.parquet"):
+        dg.materialize([daily_rows, two_day_sum], selection=[two_day_sum], instance=instance,
+                       resources={"parquet_io_manager": reader}, partition_key="2013-01-04")
+
+
+def test_an_unchanged_stored_partition_reads_verified(tmp_path, instance):
+    manager = PartitionedParquetIOManager(base_dir=str(tmp_path))
+    resources = {"parquet_io_manager": manager}
+    assert dg.materialize([daily_rows], resources=resources, tags=RANGE_TAGS, instance=instance).success
+    result = dg.materialize([daily_rows, two_day_sum], selection=[two_day_sum], resources=resources,
+                            instance=instance, partition_key="2013-01-04")
+    assert result.success
+    warnings = [e for e in result.all_events if e.event_type == dg.DagsterEventType.ENGINE_EVENT
+                and "read unverified" in (e.message or "")]
+    logs = [r.user_message for r in instance.all_logs(result.run_id) if "read unverified" in r.user_message]
+    assert not warnings and not logs
+    assert pd.read_parquet(tmp_path / "two_day_sum" / "2013-01-04.parquet").rows.item() == 6
