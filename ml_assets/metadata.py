@@ -228,3 +228,17 @@ def retry_only_unreachable(compute):
     # annotations (``from __future__ import annotations``) against the asset's own module.
     wrapper.__signature__ = inspect.signature(compute, eval_str=True)
     return wrapper
+
+
+def code_version(stage_version: str, *sections: Any) -> str:
+    """An asset's ``code_version``: its stage's maintained constant (bumped when the stage's code
+    changes what it produces) and a short hash of the YAML sections it reads, so the UI marks the
+    asset stale after either changes. Sections are pydantic models, plain values or None."""
+    import hashlib
+    import json
+
+    def plain(section: Any) -> Any:
+        return section.model_dump(mode="json") if hasattr(section, "model_dump") else section
+
+    text = json.dumps([plain(s) for s in sections], sort_keys=True, default=str)
+    return f"{stage_version}-{hashlib.sha256(text.encode()).hexdigest()[:12]}"

@@ -96,3 +96,30 @@ def test_definitions_have_the_training_and_scoring_jobs_in_the_main_job_plan():
     planned = {name for stage in plan_stages(left_out) for name in stage.keys}
     assert "flights/online_features" in planned and "flights/served_predictions" not in planned
     assert any(line.startswith("flights/served_predictions (one partition per run") for line in left_out)
+
+
+def test_every_asset_has_a_code_version_that_follows_its_yaml_section(tmp_path):
+    """The UI marks assets stale after a code or YAML change: every asset has a code_version, and a
+    change to one YAML section changes the versions of the assets that read it, and only those."""
+    import yaml
+
+    from definitions import defs
+    from ml_assets import build_tabular_pipeline
+    from ml_assets.config import PIPELINES_DIR, load_pipeline
+
+    versions = {k.to_user_string(): v for a in defs.assets for k, v in a.code_versions_by_key.items()}
+    assert versions and not [k for k, v in versions.items() if not v]
+
+    raw = yaml.safe_load((PIPELINES_DIR / "flights.yaml").read_text())
+    raw["monitoring"]["drift"]["html"] = "always"  # a drift setting: only monitoring reads it
+    changed = tmp_path / "flights.yaml"
+    changed.write_text(yaml.safe_dump(raw, sort_keys=False))
+    before = {k.to_user_string(): v for a in build_tabular_pipeline(load_pipeline(PIPELINES_DIR / "flights.yaml"),
+                                                                   PIPELINES_DIR / "flights.yaml").definitions.assets
+              for k, v in a.code_versions_by_key.items()}
+    after = {k.to_user_string(): v for a in build_tabular_pipeline(load_pipeline(changed), changed).definitions.assets
+             for k, v in a.code_versions_by_key.items()}
+    moved = sorted(k for k in before if before[k] != after[k])
+    assert moved and all(k.startswith("flights/") for k in moved)
+    assert "flights/features" not in moved and "flights/raw_flights" not in moved and "flights/model" not in moved
+    assert any("drift" in k for k in moved)

@@ -13,6 +13,7 @@ import dagster as dg
 from ml_assets.config.tabular import PipelineSpec
 from ml_assets.keys import MIN_R2_CHECK, MIN_ROC_AUC_CHECK, pipeline_keys
 from ml_assets.metadata import (
+    code_version,
     MLFLOW_RETRY,
     data_failure,
     float_value,
@@ -23,6 +24,10 @@ from ml_assets.metadata import (
 )
 from ml_assets.training.registry import CHALLENGER, CHAMPION, EVALUATION_TAG
 from resources.tracking import MlflowTracking
+
+
+# bump when the stage's code changes what its assets produce (the UI then marks them stale)
+EVALUATION_CODE_VERSION = "1"
 
 
 def log_report(tracking: MlflowTracking, run_id: str, report: Any) -> None:
@@ -131,6 +136,7 @@ def build_evaluation_asset(spec: PipelineSpec, retry_policy: dg.RetryPolicy = ML
     @dg.asset(
         key=keys.evaluation,
         group_name=keys.training_group,
+        code_version=code_version(EVALUATION_CODE_VERSION, spec.target, spec.model, spec.evaluation),
         kinds={"mlflow"},
         ins={"model": dg.AssetIn(key=keys.model), "training_set": dg.AssetIn(key=keys.training_set)},
         check_specs=[check],

@@ -7,7 +7,11 @@ from ml_assets.config.tabular import PARTITION_COLUMN, PipelineSpec
 from ml_assets.execution import backfill_policy
 from ml_assets.features.functions import get_feature_function
 from ml_assets.keys import pipeline_keys
-from ml_assets.metadata import float_value, frame_metadata, partition_keys, partition_metadata, rounded
+from ml_assets.metadata import float_value, frame_metadata, partition_keys, partition_metadata, rounded, code_version
+
+
+# bump when the stage's code changes what its assets produce (the UI then marks them stale)
+FEATURES_CODE_VERSION = "1"
 
 
 def source_inputs(spec: PipelineSpec, partitions_def: dg.PartitionsDefinition | None) -> dict[str, dg.AssetIn]:
@@ -49,6 +53,7 @@ def build_features_asset(spec: PipelineSpec, partitions_def: dg.PartitionsDefini
     @dg.asset(
         key=pipeline_keys(spec).features,
         group_name=pipeline_keys(spec).ingest_group,
+        code_version=code_version(FEATURES_CODE_VERSION, spec.sources, spec.partitioning, spec.target, spec.features),
         kinds={"pandas", "parquet"},
         description=description,
         ins=source_inputs(spec, partitions_def),

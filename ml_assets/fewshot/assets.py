@@ -28,13 +28,17 @@ from ml_assets.keys import (
     TEXT_LENGTH_CHECK,
     TEXT_NOT_EMPTY_CHECK,
 )
-from ml_assets.metadata import SERVICE_RETRY, markdown_table, retry_only_unreachable
+from ml_assets.metadata import SERVICE_RETRY, markdown_table, retry_only_unreachable, code_version
 from resources.embedder import SentenceTransformerEmbedder
 from resources.tracking import MlflowTracking
 from resources.vector_store import QDRANT_POOL, QdrantVectorStore
 
 if TYPE_CHECKING:
     import pandas as pd
+
+
+# bump when the stage's code changes what its assets produce (the UI then marks them stale)
+FEWSHOT_CODE_VERSION = "1"
 
 
 def failing_rows_markdown(rows: "pd.DataFrame", limit: int = 10) -> dg.MetadataValue:
@@ -147,6 +151,7 @@ def build_examples_asset(spec: FewshotSpec, key: dg.AssetKey, split: Literal["tr
     @dg.asset(
         key=key,
         group_name=FEWSHOT_GROUP,
+        code_version=code_version(FEWSHOT_CODE_VERSION, spec),
         kinds={"pandas"},
         check_specs=check_specs,
         description=(
@@ -181,6 +186,7 @@ def build_fewshot_assets(spec: FewshotSpec) -> tuple[list[dg.AssetsDefinition], 
     @dg.asset(
         key=FEWSHOT_EMBEDDINGS,
         group_name=FEWSHOT_GROUP,
+        code_version=code_version(FEWSHOT_CODE_VERSION, spec),
         kinds={"qdrant", "sentence_transformers"},
         ins={"examples": dg.AssetIn(FEWSHOT_EXAMPLES)},
         pool=QDRANT_POOL,
@@ -269,6 +275,7 @@ def build_evaluation_asset(spec: FewshotSpec) -> dg.AssetsDefinition:
     @dg.asset(
         key=FEWSHOT_EVALUATION,
         group_name=FEWSHOT_GROUP,
+        code_version=code_version(FEWSHOT_CODE_VERSION, spec),
         kinds={"qdrant", "sentence_transformers", "mlflow"},
         ins={"examples": dg.AssetIn(FEWSHOT_EXAMPLES), "holdout_examples": dg.AssetIn(FEWSHOT_HOLDOUT)},
         deps=[FEWSHOT_EMBEDDINGS],

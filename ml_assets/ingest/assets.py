@@ -14,6 +14,7 @@ from ml_assets.execution import backfill_policy
 from ml_assets.ingest.validation import CHECK_DESCRIPTIONS, CHECK_GROUPS, CheckOutcome
 from ml_assets.keys import pipeline_keys
 from ml_assets.metadata import (
+    code_version,
     describe_partitions,
     markdown_table,
     frame_metadata,
@@ -22,6 +23,10 @@ from ml_assets.metadata import (
     partition_window,
 )
 from resources.data_sources import DataSourceResource
+
+
+# bump when the stage's code changes what its assets produce (the UI then marks them stale)
+INGEST_CODE_VERSION = "1"
 
 
 def daily_partitions(spec: PipelineSpec) -> dg.DailyPartitionsDefinition | None:
@@ -96,6 +101,7 @@ def build_raw_asset(
     @dg.asset(
         key=key,
         group_name=pipeline_keys(spec).ingest_group,
+        code_version=code_version(INGEST_CODE_VERSION, spec.sources[source], spec.partitioning),
         kinds={"pandas", "parquet", "great_expectations"},
         description=description,
         partitions_def=partitions_def,

@@ -24,7 +24,7 @@ from ml_assets.config.paths import data_dir
 from ml_assets.config.tabular import PARTITION_COLUMN, SPLIT_COLUMN, PipelineSpec
 from ml_assets.execution import backfill_policy, launch_tags, small_run_executor
 from ml_assets.keys import DATA_DRIFT_CHECK, PREDICTION_DRIFT_CHECK, pipeline_keys
-from ml_assets.metadata import add_run_summary, data_failure, float_value, markdown_table, partition_keys
+from ml_assets.metadata import add_run_summary, data_failure, float_value, markdown_table, partition_keys, code_version
 from ml_assets.training.registry import CHAMPION
 from resources.tracking import MlflowTracking
 
@@ -34,6 +34,10 @@ from resources.tracking import MlflowTracking
 # --------------------------------------------------------------------------------------------------
 
 
+# bump when the stage's code changes what its assets produce (the UI then marks them stale)
+MONITORING_CODE_VERSION = "1"
+
+
 def build_reference_asset(spec: PipelineSpec) -> dg.AssetsDefinition:
     settings = spec.monitoring.drift
     key = pipeline_keys(spec).reference
@@ -41,6 +45,7 @@ def build_reference_asset(spec: PipelineSpec) -> dg.AssetsDefinition:
     @dg.asset(
         key=key,
         group_name=pipeline_keys(spec).monitoring_group,
+        code_version=code_version(MONITORING_CODE_VERSION, spec.target, spec.features, spec.monitoring),
         kinds={"pandas", "evidently"},
         # rebuilt after every training run (its own check decides whether the champion changed)
         automation_condition=dg.AutomationCondition.eager(),
@@ -168,6 +173,7 @@ def build_drift_asset(
     @dg.asset(
         key=key,
         group_name=pipeline_keys(spec).monitoring_group,
+        code_version=code_version(MONITORING_CODE_VERSION, spec.target, spec.features, spec.monitoring),
         kinds={"evidently", "parquet"},
         ins={
             "features": dg.AssetIn(key=features_key),

@@ -7,6 +7,7 @@ from ml_assets.config.tabular import PARTITION_COLUMN, PipelineSpec
 from ml_assets.execution import backfill_policy, launch_tags
 from ml_assets.keys import pipeline_keys
 from ml_assets.metadata import (
+    code_version,
     MLFLOW_RETRY,
     data_failure,
     float_value,
@@ -22,6 +23,10 @@ from ml_assets.training.registry import CHAMPION
 from resources.tracking import MlflowTracking
 
 
+# bump when the stage's code changes what its assets produce (the UI then marks them stale)
+SCORING_CODE_VERSION = "1"
+
+
 def build_predictions_asset(
     spec: PipelineSpec, partitions_def: dg.PartitionsDefinition, retry_policy: dg.RetryPolicy = MLFLOW_RETRY
 ) -> dg.AssetsDefinition:
@@ -32,6 +37,7 @@ def build_predictions_asset(
     @dg.asset(
         key=keys.predictions,
         group_name=keys.scoring_group,
+        code_version=code_version(SCORING_CODE_VERSION, spec.target, spec.features, spec.model),
         kinds={"pandas", "parquet", "mlflow"},
         ins={"features": dg.AssetIn(key=keys.features)},
         deps=[keys.evaluation],

@@ -18,7 +18,7 @@ from ml_assets.config.paths import data_dir
 from ml_assets.config.tabular import PARTITION_COLUMN, PipelineSpec
 from ml_assets.execution import backfill_policy
 from ml_assets.keys import pipeline_keys
-from ml_assets.metadata import data_failure, markdown_table, partition_keys
+from ml_assets.metadata import code_version, data_failure, markdown_table, partition_keys
 from resources.online_store import OnlineFeatureStore
 
 SERVING_CODE_VERSION = "1"
@@ -35,7 +35,7 @@ def build_online_features_asset(spec: PipelineSpec, partitions_def: dg.Partition
         partitions_def=partitions_def,
         backfill_policy=backfill_policy(spec),
         automation_condition=dg.AutomationCondition.eager(),
-        code_version=SERVING_CODE_VERSION,
+        code_version=code_version(SERVING_CODE_VERSION, spec.target, spec.features, spec.serving),
         description=(
             f"Online features of the {spec.name} pipeline for the scoring service: each day's offline"
             " features (the same feature function) split into one record per key (history per"
@@ -98,7 +98,7 @@ def build_served_predictions_asset(spec: PipelineSpec, partitions_def: dg.Partit
         partitions_def=partitions_def,
         io_manager_key="parquet_io_manager",
         metadata={"partition_column": PARTITION_COLUMN},
-        code_version=SERVING_CODE_VERSION,
+        code_version=code_version(SERVING_CODE_VERSION, spec.target, spec.features, spec.serving),
         # the day's traffic is complete after midnight in the pipeline's timezone
         automation_condition=dg.AutomationCondition.on_cron("30 0 * * *", spec.partitioning.timezone),
         description=(
@@ -159,7 +159,7 @@ def build_live_comparison_asset(spec: PipelineSpec, partitions_def: dg.Partition
         ins={"served": dg.AssetIn(key=keys.served_predictions),
              "outcomes": dg.AssetIn(key=keys.raw(spec.primary_source))},
         partitions_def=partitions_def,
-        code_version=SERVING_CODE_VERSION,
+        code_version=code_version(SERVING_CODE_VERSION, spec.target, spec.features, spec.serving),
         automation_condition=dg.AutomationCondition.eager(),
         description=(
             "Champion against the shadow challenger on the day's served traffic, once the day's outcomes"
@@ -203,7 +203,7 @@ def build_served_drift_asset(spec: PipelineSpec, partitions_def: dg.PartitionsDe
         ins={"served": dg.AssetIn(key=keys.served_predictions), "reference": dg.AssetIn(key=keys.reference)},
         partitions_def=partitions_def,
         automation_condition=dg.AutomationCondition.eager(),
-        code_version=SERVING_CODE_VERSION,
+        code_version=code_version(SERVING_CODE_VERSION, spec.target, spec.features, spec.serving),
         description=(
             "Daily drift of the served traffic (features the service used and the champion's scores)"
             " against the reference, with the drift report's methods and thresholds."

@@ -12,9 +12,13 @@ import dagster as dg
 from ml_assets.config.tabular import PARTITION_COLUMN, SPLIT_COLUMN, PipelineSpec
 from ml_assets.execution import launch_tags, small_run_executor
 from ml_assets.keys import pipeline_keys
-from ml_assets.metadata import MLFLOW_RETRY, data_failure, float_value, markdown_table, retry_only_unreachable
+from ml_assets.metadata import MLFLOW_RETRY, data_failure, float_value, markdown_table, retry_only_unreachable, code_version
 from ml_assets.training.windows import SPLITS
 from resources.tracking import MlflowTracking, MlflowUnavailableError
+
+
+# bump when the stage's code changes what its assets produce (the UI then marks them stale)
+TRAINING_CODE_VERSION = "1"
 
 
 class TrainingSetConfig(dg.Config):
@@ -73,6 +77,7 @@ def build_training_set_asset(spec: PipelineSpec) -> dg.AssetsDefinition:
     @dg.asset(
         key=keys.training_set,
         group_name=keys.training_group,
+        code_version=code_version(TRAINING_CODE_VERSION, spec.target, spec.features, spec.model),
         kinds={"pandas", "parquet"},
         ins={"features": dg.AssetIn(key=keys.features)},
         io_manager_key="parquet_io_manager",
@@ -148,6 +153,7 @@ def build_model_asset(spec: PipelineSpec, pipeline_file: Path, retry_policy: dg.
     @dg.asset(
         key=keys.model,
         group_name=keys.training_group,
+        code_version=code_version(TRAINING_CODE_VERSION, spec.target, spec.features, spec.model),
         kinds={"lightgbm", "mlflow"},
         ins={"training_set": dg.AssetIn(key=keys.training_set)},
         retry_policy=retry_policy,
