@@ -246,8 +246,12 @@ def recover(instance: dg.DagsterInstance, *, data_dir: Path | None = None, track
             report.warnings.append("temp files not swept: a run is in progress")
         else:
             from resources.parquet_io import settle_all_staged_writes
+            from resources.storage import root_path
 
-            for part, outcome in settle_all_staged_writes(data_dir / "assets", instance).items():
+            # the Parquet partitions live under ML_STORAGE_ROOT/assets when it is set (any fsspec URL)
+            root = os.environ.get("ML_STORAGE_ROOT")
+            assets = root_path(root, "assets") if root else data_dir / "assets"
+            for part, outcome in settle_all_staged_writes(assets, instance).items():
                 if outcome.startswith(("restored", "removed")):  # a recorded day needs no word
                     report.settled_partitions[part] = outcome
             sweep_temp_files(data_dir, report)
