@@ -183,3 +183,18 @@ def test_object_store_root_holds_the_embedded_runs_bytes_and_reads_are_verified(
                                 resources=code_location_resources(), raise_on_error=False)
         text = failure_text(result)
         assert f"summary: the stored file s3://{BUCKET}/prod/storage/summary is not what run" in text
+
+
+def test_drift_html_reports_are_copied_under_the_storage_root(s3, tmp_path, monkeypatch):
+    from ml_assets.monitoring.assets import publish_reports
+    from ml_assets.monitoring.reports import DayDrift
+
+    html = tmp_path / "2013-01-02.html"
+    html.write_text("<html>drift of 2013-01-02</html>")
+    days = [DayDrift("2013-01-02", None, html), DayDrift("2013-01-03", None, None)]  # 01-03 not rendered
+    monkeypatch.delenv("ML_STORAGE_ROOT", raising=False)
+    assert publish_reports(days, "flights", "drift") == {}  # the embedded default: the local copy only
+    monkeypatch.setenv("ML_STORAGE_ROOT", f"s3://{BUCKET}/prod")
+    stored = publish_reports(days, "flights", "drift")
+    assert stored == {"2013-01-02": f"s3://{BUCKET}/prod/reports/flights/drift/2013-01-02.html"}
+    assert objects(s3, "prod/reports") == {"flights/drift/2013-01-02.html": html.read_bytes()}

@@ -18,6 +18,12 @@ def data_dir() -> Path:
     return Path(os.environ.get("ML_DATA_DIR") or REPO_ROOT / ".data")
 
 
+def storage_root() -> str | None:
+    """``$ML_STORAGE_ROOT`` (a folder or an fsspec URL such as ``s3://bucket/prefix``) when set, read
+    at call time (in a step, at run time): where stored outputs and reports go; None: the data folder."""
+    return os.environ.get("ML_STORAGE_ROOT") or None
+
+
 def mlflow_dir() -> Path:
     """Folder of the embedded MLflow store (SQLite database and artifacts): ``<repo>/.mlflow``."""
     return REPO_ROOT / ".mlflow"

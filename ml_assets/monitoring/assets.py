@@ -126,7 +126,25 @@ class DriftRunConfig(dg.Config):
     render_html: bool = False  # render the full HTML report for every day of the run
 
 
-def day_metadata(day: Any, report_url: str | None = None) -> dict[str, Any]:
+def publish_reports(reports: list[Any], pipeline: str, folder: str) -> dict[str, str]:
+    """Copy each rendered HTML report to ``<storage root>/reports/<pipeline>/<folder>/<day>.html``
+    when ``ML_STORAGE_ROOT`` is set (one PUT on an object store); ``{day: where}``."""
+    from ml_assets.config.paths import storage_root
+    from resources.storage import put_atomic, root_path
+
+    root = storage_root()
+    if root is None:
+        return {}
+    stored = {}
+    for day in reports:
+        if day.html is not None:
+            target = root_path(root, "reports", pipeline, folder, day.html.name)
+            put_atomic(target, day.html.read_bytes())
+            stored[day.day] = str(target)
+    return stored
+
+
+def day_metadata(day: Any, report_url: str | None = None, stored_at: str | None = None) -> dict[str, Any]:
     """One day's drift as typed metadata (``day`` is a ``reports.DayDrift``): verdicts, the
     per-column score table (method, score, threshold, drifted yes/no) and, when rendered, the HTML
     report: ``html_report`` links to it in the MLflow UI (``report_url``), ``html_report_file`` is
@@ -151,6 +169,8 @@ def day_metadata(day: Any, report_url: str | None = None) -> dict[str, Any]:
     if day.html is not None:
         metadata["html_report_file"] = dg.MetadataValue.path(str(day.html))
         metadata["html_bytes"] = dg.MetadataValue.int(day.html.stat().st_size)
+    if stored_at:
+        metadata["html_report_stored"] = dg.MetadataValue.path(stored_at)
     return metadata
 
 
@@ -208,6 +228,7 @@ def build_drift_asset(
             render=render, report_folder=data_dir() / "reports" / spec.name / "drift", log=context.log.warning,
         )
         html = [d.html for d in reports if d.html is not None]
+        stored = publish_reports(reports, spec.name, "drift")
         links: dict[str, str] = {}
         if html:
             with tracking.start_run(f"{spec.name}-monitoring", run_name=f"drift-{days[0]}..{days[-1]}",
@@ -228,14 +249,15 @@ def build_drift_asset(
         if len(days) > 1:
             # each day its own figures; the run's totals once, on the last day
             for day in reports:
-                context.add_asset_metadata(day_metadata(day, links.get(day.day)), partition_key=day.day)
+                context.add_asset_metadata(day_metadata(day, links.get(day.day), stored.get(day.day)),
+                                           partition_key=day.day)
             add_run_summary(context, days, {
                 "days checked": checked, "html reports": len(html),
                 "data drift days": ", ".join(alarms["data"]) or "none",
                 "prediction drift days": ", ".join(alarms["prediction"]) or "none",
             })
         elif reports:
-            output_metadata = day_metadata(reports[0], links.get(reports[0].day))
+            output_metadata = day_metadata(reports[0], links.get(reports[0].day), stored.get(reports[0].day))
         yield dg.Output(drift_frame(reports), metadata=output_metadata)
         for check, name in ((DATA_DRIFT_CHECK, "data"), (PREDICTION_DRIFT_CHECK, "prediction")):
             failing = alarms[name]
