@@ -37,7 +37,8 @@ def root_path(root: str, *parts: str) -> Any:
     if is_url(root):
         from upath import UPath
 
-        base = UPath(root.rstrip("/"))
+        # no listings cache: a long-lived worker must see objects other workers wrote since it listed
+        base = UPath(root.rstrip("/"), use_listings_cache=False)
     else:
         base = Path(root.removeprefix("file://"))
     return base.joinpath(*parts) if parts else base

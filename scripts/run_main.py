@@ -283,7 +283,7 @@ def main() -> None:
     Dagster UI:   ./run.sh dev      (starts both UIs: open http://127.0.0.1:3000; the assets'
     MLflow UI:                       links open the MLflow UI it starts on http://127.0.0.1:5000,
                                      over {REPO_ROOT}/.mlflow; DAGSTER_HOME={home})
-    Asset data:   {data_dir() / 'assets'}
+    Asset data:   {os.environ.get('ML_STORAGE_ROOT', str(data_dir())).rstrip('/') + '/assets'}
     Run logs:     {log_dir}
 
 ==> main job finished in {total:.0f} s (total wall time)""")

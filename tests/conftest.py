@@ -558,3 +558,46 @@ def receiver():
     server = Receiver()
     yield server
     server.close()
+
+
+# --------------------------------------------------------------------------- an S3-compatible server
+
+S3_BUCKET = "ml-platform-test"
+
+
+@pytest.fixture()
+def s3(monkeypatch):
+    """moto's S3 server (dev extra) on a free 127.0.0.1 port with one bucket, ``S3_BUCKET``; the AWS
+    variables that s3fs and boto read (and subprocesses inherit) point at it. Stopped, and s3fs's
+    cached clients dropped, at the end."""
+    server_module = pytest.importorskip("moto.server", reason="moto[server] (dev extra) is not installed")
+    pytest.importorskip("s3fs", reason="s3fs (distributed extra) is not installed")
+    import boto3
+    import s3fs
+
+    port = free_port()
+    server = server_module.ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    endpoint = f"http://127.0.0.1:{port}"
+    for name, value in {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test",
+                        "AWS_DEFAULT_REGION": "us-east-1", "AWS_ENDPOINT_URL": endpoint}.items():
+        monkeypatch.setenv(name, value)
+    s3fs.S3FileSystem.clear_instance_cache()
+    client = boto3.client("s3", endpoint_url=endpoint)
+    client.create_bucket(Bucket=S3_BUCKET)
+    try:
+        yield client
+    finally:
+        s3fs.S3FileSystem.clear_instance_cache()
+        server.stop()
+
+
+def s3_objects(client, prefix: str) -> dict[str, bytes]:
+    """``{key relative to prefix: bytes}`` of every object under ``prefix`` (hidden ones excluded)."""
+    out = {}
+    for page in client.get_paginator("list_objects_v2").paginate(Bucket=S3_BUCKET, Prefix=prefix + "/"):
+        for item in page.get("Contents", []):
+            relative = item["Key"].removeprefix(prefix + "/")
+            if not any(part.startswith(".") for part in relative.split("/")):
+                out[relative] = client.get_object(Bucket=S3_BUCKET, Key=item["Key"])["Body"].read()
+    return out

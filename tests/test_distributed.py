@@ -2,8 +2,11 @@
 own), started with the README's worker command, and a PostgreSQL instance (a database of its own).
 The project's own code location runs ``flights_ingest_job`` for three days with ``ML_EXECUTOR=celery``;
 the steps run on both workers and store the same features the pipeline's feature function builds.
-The workers' MLflow tracking URI differs from the launching process's: a run that logs to MLflow
-is refused on the worker, and nothing lands in the worker's own store.
+The storage root is an S3 bucket on moto's server (127.0.0.1, started by the test): the features
+the workers store there are what the feature function builds. The workers' MLflow tracking URI
+differs from the launching process's: a run that logs to MLflow is refused on the worker, and
+nothing lands in the worker's own store. A worker whose storage root holds another copy of a day
+fails the step that reads it (verified reads), naming the recorded and the found hash.
 
 Marked ``distributed`` and ``slow``: it fails in CI when RabbitMQ or PostgreSQL is unreachable and
 skips with the reason elsewhere. It stops only the worker processes it started (their own process
@@ -12,6 +15,7 @@ groups) and deletes its vhost and database.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -26,7 +30,7 @@ import dagster as dg
 import pytest
 
 from ml_assets.keys import TRACKING_URI_TAG
-from tests.conftest import REPO_ROOT, real_features, require_service
+from tests.conftest import REPO_ROOT, S3_BUCKET, real_features, require_service, s3_objects
 
 pytestmark = [pytest.mark.distributed, pytest.mark.slow]
 
@@ -101,7 +105,10 @@ def error_messages(instance: dg.DagsterInstance, run_id: str) -> list[str]:
     return messages
 
 
-def test_ingest_and_features_run_on_two_celery_workers_and_a_wrong_tracking_uri_is_refused(tmp_path, broker_url, postgres_database):
+def test_ingest_and_features_run_on_two_celery_workers_and_a_wrong_tracking_uri_or_root_is_refused(
+        tmp_path, broker_url, postgres_database, s3):
+    import io
+
     import pandas as pd
 
     home = tmp_path / "dagster_home"
@@ -112,6 +119,7 @@ def test_ingest_and_features_run_on_two_celery_workers_and_a_wrong_tracking_uri_
     )
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DAGSTER_", "MLFLOW_"))}
     env.update(DAGSTER_HOME=str(home), ML_DATA_DIR=str(tmp_path / "data"), ML_EXECUTOR="celery",
+               ML_STORAGE_ROOT=f"s3://{S3_BUCKET}/dist",
                DAGSTER_CELERY_BROKER_URL=broker_url, DAGSTER_CELERY_BACKEND_URL="rpc://",
                MLFLOW_TRACKING_URI=f"sqlite:///{tmp_path / 'worker-mlflow.db'}",
                PYTHONUNBUFFERED="1",
@@ -139,6 +147,23 @@ def test_ingest_and_features_run_on_two_celery_workers_and_a_wrong_tracking_uri_
             timeout=600,
         )
         assert refused.returncode != 0
+        # a worker whose root holds another copy of raw_weather LAST: the features step it runs fails
+        stored = s3_objects(s3, "dist/assets")
+        for key, data in stored.items():
+            s3.put_object(Bucket=S3_BUCKET, Key=f"stale/assets/{key}", Body=data)
+        weather = f"flights/raw_weather/{LAST}.parquet"
+        s3.put_object(Bucket=S3_BUCKET, Key=f"stale/assets/{weather}", Body=stored[f"flights/raw_weather/{FIRST}.parquet"])
+        for process in workers.values():
+            stop(process)
+        stale_env = dict(env, ML_STORAGE_ROOT=f"s3://{S3_BUCKET}/stale")
+        logs["worker3"] = tmp_path / "worker3.log"
+        workers["worker3"] = start_worker("worker3", stale_env, logs["worker3"])
+        wait_until_ready({"worker3": workers["worker3"]}, logs)
+        stale = subprocess.run(
+            [str(BIN / "dagster"), "asset", "materialize", "-f", "definitions.py", "--select", "flights/features",
+             "--partition", LAST], cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=600,
+        )
+        assert stale.returncode != 0
     finally:
         for process in workers.values():
             stop(process)
@@ -146,7 +171,15 @@ def test_ingest_and_features_run_on_two_celery_workers_and_a_wrong_tracking_uri_
     instance = dg.DagsterInstance.from_config(str(home))
     try:
         assert type(instance.run_storage).__name__ == "PostgresRunStorage"
-        record, refused_record = sorted(instance.get_run_records(), key=lambda r: r.create_timestamp)
+        record, refused_record, stale_record = sorted(instance.get_run_records(), key=lambda r: r.create_timestamp)
+        assert stale_record.dagster_run.status == dg.DagsterRunStatus.FAILURE
+        errors = " ".join(error_messages(instance, stale_record.dagster_run.run_id))
+        recorded = "sha256:" + hashlib.sha256(stored[weather]).hexdigest()
+        found = "sha256:" + hashlib.sha256(stored[f"flights/raw_weather/{FIRST}.parquet"]).hexdigest()
+        assert f"partition {LAST} of flights/raw_weather: the stored file s3://{S3_BUCKET}/stale/assets/{weather}" in errors
+        assert f"recorded {recorded}, found {found}" in errors
+        assert f"recorded as stored at s3://{S3_BUCKET}/dist/assets/{weather}" in errors
+        assert len(instance.get_materialized_partitions(dg.AssetKey(["flights", "features"]))) == 3
         assert record.dagster_run.status == dg.DagsterRunStatus.SUCCESS
         assert refused_record.dagster_run.status == dg.DagsterRunStatus.FAILURE
         assert refused_record.dagster_run.tags[TRACKING_URI_TAG] == launcher_uri
@@ -168,9 +201,9 @@ def test_ingest_and_features_run_on_two_celery_workers_and_a_wrong_tracking_uri_
 
     # the workers stored exactly what the pipeline's feature function builds for those days
     expected = real_features(FIRST, LAST)
-    folder = tmp_path / "data" / "assets" / "flights" / "features"
-    stored = pd.concat([pd.read_parquet(folder / f"{day}.parquet") for day in (FIRST, "2013-01-02", LAST)],
-                       ignore_index=True)
-    assert len(stored) == len(expected) > 2000
-    pd.testing.assert_frame_equal(stored[expected.columns].reset_index(drop=True), expected.reset_index(drop=True),
+    assert not (tmp_path / "data" / "assets").exists()  # everything went to the bucket
+    features = pd.concat([pd.read_parquet(io.BytesIO(stored[f"flights/features/{day}.parquet"]))
+                          for day in (FIRST, "2013-01-02", LAST)], ignore_index=True)
+    assert len(features) == len(expected) > 2000
+    pd.testing.assert_frame_equal(features[expected.columns].reset_index(drop=True), expected.reset_index(drop=True),
                                   check_dtype=False)

@@ -19,50 +19,17 @@ import pytest
 from ml_assets.features.assets import build_features_asset
 from ml_assets.ingest.assets import build_ingest_defs, daily_partitions
 from ml_assets.keys import pipeline_keys
-from tests.conftest import free_port
+from tests.conftest import S3_BUCKET as BUCKET
+from tests.conftest import s3_objects
 
 pytestmark = pytest.mark.slow
 
-BUCKET = "ml-platform-test"
 DAYS = ("2013-01-01", "2013-01-03")  # the first days of the year: features need no earlier raw day
 RANGE = {"dagster/asset_partition_range_start": DAYS[0], "dagster/asset_partition_range_end": DAYS[1]}
 
 
-@pytest.fixture()
-def s3(monkeypatch):
-    """moto's S3 server on a free 127.0.0.1 port with one bucket; the AWS variables that s3fs and
-    boto read point at it. Stopped (and s3fs's cached clients dropped) at the end."""
-    server_module = pytest.importorskip("moto.server", reason="moto[server] (dev extra) is not installed")
-    pytest.importorskip("s3fs", reason="s3fs (distributed extra) is not installed")
-    import boto3
-    import s3fs
-
-    port = free_port()
-    server = server_module.ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    endpoint = f"http://127.0.0.1:{port}"
-    for name, value in {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test",
-                        "AWS_DEFAULT_REGION": "us-east-1", "AWS_ENDPOINT_URL": endpoint}.items():
-        monkeypatch.setenv(name, value)
-    s3fs.S3FileSystem.clear_instance_cache()
-    client = boto3.client("s3", endpoint_url=endpoint)
-    client.create_bucket(Bucket=BUCKET)
-    try:
-        yield client
-    finally:
-        s3fs.S3FileSystem.clear_instance_cache()
-        server.stop()
-
-
 def objects(client, prefix: str) -> dict[str, bytes]:
-    """``{key relative to prefix: bytes}`` of every object under ``prefix`` (hidden ones excluded)."""
-    out = {}
-    for page in client.get_paginator("list_objects_v2").paginate(Bucket=BUCKET, Prefix=prefix + "/"):
-        for item in page.get("Contents", []):
-            relative = item["Key"].removeprefix(prefix + "/")
-            if not any(part.startswith(".") for part in relative.split("/")):
-                out[relative] = client.get_object(Bucket=BUCKET, Key=item["Key"])["Body"].read()
-    return out
+    return s3_objects(client, prefix)
 
 
 def files(root: Path) -> dict[str, bytes]:
@@ -198,3 +165,27 @@ def test_drift_html_reports_are_copied_under_the_storage_root(s3, tmp_path, monk
     stored = publish_reports(days, "flights", "drift")
     assert stored == {"2013-01-02": f"s3://{BUCKET}/prod/reports/flights/drift/2013-01-02.html"}
     assert objects(s3, "prod/reports") == {"flights/drift/2013-01-02.html": html.read_bytes()}
+
+
+def test_compute_logs_go_to_the_bucket_with_dagster_aws(s3, tmp_path, monkeypatch):
+    """The instance's compute log manager (not the code location) puts step stdout/stderr on S3:
+    the README's ``compute_logs`` block, with dagster-aws's S3ComputeLogManager."""
+    pytest.importorskip("dagster_aws", reason="dagster-aws (distributed extra) is not installed")
+    import os
+
+    monkeypatch.setenv("ML_STORAGE_ROOT", f"s3://{BUCKET}/prod")
+    compute_logs = {"module": "dagster_aws.s3.compute_log_manager", "class": "S3ComputeLogManager",
+                    "config": {"bucket": BUCKET, "prefix": "prod/compute_logs",
+                               "endpoint_url": os.environ["AWS_ENDPOINT_URL"], "use_ssl": False}}
+
+    @dg.asset
+    def talks(context: dg.AssetExecutionContext) -> dict:
+        print("stdout of the talking step")
+        return {"said": True}
+
+    with dg.instance_for_test(temp_dir=home(tmp_path / "home"), overrides={"compute_logs": compute_logs}) as instance:
+        result = dg.materialize([talks], resources=code_location_resources(), instance=instance)
+        assert result.success
+    logs = objects(s3, "prod/compute_logs")
+    assert any(key.endswith(".out") and b"stdout of the talking step" in data for key, data in logs.items()), sorted(logs)
+    assert "talks" in objects(s3, "prod/storage")
