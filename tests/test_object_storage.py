@@ -179,7 +179,7 @@ def test_compute_logs_go_to_the_bucket_with_dagster_aws(s3, tmp_path, monkeypatc
                                "endpoint_url": os.environ["AWS_ENDPOINT_URL"], "use_ssl": False}}
 
     @dg.asset
-    def talks(context: dg.AssetExecutionContext) -> dict:
+    def talks() -> dict:
         print("stdout of the talking step")
         return {"said": True}
 
