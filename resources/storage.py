@@ -122,3 +122,12 @@ def remove_object(path: Any) -> None:
 def describe(path: Any) -> str:
     """How a location is shown in messages: a local path, or the full URL of an object."""
     return str(path)
+
+
+def to_parquet_bytes(frame: Any) -> bytes:
+    """``frame`` as the Parquet bytes that are stored and hashed (same bytes on every filesystem)."""
+    import io
+
+    buffer = io.BytesIO()
+    frame.to_parquet(buffer, index=False)
+    return buffer.getvalue()
