@@ -212,13 +212,17 @@ def history_features(
                 if labels is None:
                     labels = target_values(frame, spec.target).to_numpy(dtype="float64")
                 values = labels
+            elif history.column not in frame.columns:
+                raise ValueError(f"{where}.column: the primary source has no column '{history.column}'")
+            elif history.stat == "rate":  # any known value (text too) counts; the rule says which are positive
+                values = np.where(frame[history.column].isna().to_numpy(), np.nan,
+                                  condition_mask(frame, history.condition(), where).astype("float64"))
             else:
-                if history.column not in frame.columns:
-                    raise ValueError(f"{where}.column: the primary source has no column '{history.column}'")
-                values = pd.to_numeric(frame[history.column], errors="coerce").to_numpy(dtype="float64")
+                try:
+                    values = pd.to_numeric(frame[history.column]).to_numpy(dtype="float64")
+                except (ValueError, TypeError) as exc:
+                    raise ValueError(f"{where}.column: '{history.column}' must be numeric for stat 'mean': {exc}") from None
             known = keep & ~np.isnan(values)
-            if history.stat == "rate":
-                values = condition_mask(frame, history.condition(), where).astype("float64")
             denominator = window_sum(known[rows].astype("float64"), history.days)
             numerator = window_sum(np.where(known, values, 0.0)[rows], history.days)
             with np.errstate(invalid="ignore", divide="ignore"):
