@@ -335,3 +335,18 @@ def test_minneapolis_stops_history_by_yaml_alone(stops):
     features = [c for c in [*spec.features.numeric, *spec.features.categorical] if c != "problem"]
     pd.testing.assert_frame_equal(out[features], first[features])
     assert not out[spec.target.name].equals(first[spec.target.name])
+
+
+def test_ingest_requires_the_columns_declared_features_read():
+    from ml_assets.ingest.assets import required_columns
+
+    spec = sales_spec()
+    primary = required_columns(spec, "sales", "sales.yaml")
+    assert primary["store"] == "features.history.store_sales_3d.keys in sales.yaml"
+    assert primary["paid"] == "features.history.store_paid_mean_4d.column in sales.yaml"
+    assert primary["channel"] == "features.history.store_evening_big_rate_5d.where.column in sales.yaml"
+    assert primary["at"] == "features.timestamp_parts.hour.column in sales.yaml"
+    assert primary["price"] == "features.numeric[0] in sales.yaml"  # a passthrough column
+    assert not (spec.features.declared() | {"hour"}) & set(primary)  # derived names are not raw columns
+    assert required_columns(spec, "sensors") == {"site": "features.asof.store_sensor.by",
+                                                 "temp": "features.asof.store_sensor.columns (temp_now)"}
