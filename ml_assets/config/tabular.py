@@ -239,6 +239,136 @@ class TimestampPart(Strict):
     part: Literal["hour", "minute", "weekday", "month", "day_of_year"]
 
 
+class RowRule(Strict):
+    """A condition on one column of the same row: ``{column: dep_delay, rule: "> 15"}`` (a number
+    comparison, or ``==`` / ``!=`` with a quoted string), as in ``target.rule``."""
+
+    column: str
+    rule: str
+
+    @field_validator("rule")
+    @classmethod
+    def _rule_syntax(cls, value: str) -> str:
+        if not (RULE_PATTERN.match(value) or STRING_RULE_PATTERN.match(value)):
+            raise ValueError(
+                f"rule '{value}' must be a comparison with a number, such as '> 15', or an equality with a"
+                " quoted string, such as '== \"YES\"'"
+            )
+        return value
+
+    def parsed(self) -> tuple[str, float | str]:
+        match = RULE_PATTERN.match(self.rule)
+        if match is not None:
+            return match["op"], float(match["value"])
+        match = STRING_RULE_PATTERN.match(self.rule)
+        assert match is not None  # checked by the validator
+        return match["op"], match["value"]
+
+
+HISTORY_STATS = ("count", "target_rate", "target_mean", "mean", "rate")
+
+
+class HistoryFeature(Strict):
+    """A declarative feature: per key, over the ``days`` local days strictly before the row's own day
+    (earlier partitions only, so leakage-free). ``stat``:
+
+    * ``count``: rows of the key (every row, whatever its label);
+    * ``target_rate``: share of the key's rows with a known label that are positive (binary target);
+    * ``target_mean``: mean of the key's known target values (regression, or binary as a rate);
+    * ``mean``: mean of the known values of the numeric ``column``;
+    * ``rate``: share of the key's known ``column`` values for which ``rule`` holds (``> 15``).
+
+    ``where`` keeps only the earlier rows meeting a condition (``{column: sched_dep_time, rule:
+    ">= 1800"}``). Rates and means are missing without history, counts 0.
+    """
+
+    keys: list[str] = Field(min_length=1, description="Columns (or declared timestamp parts) of the key.")
+    days: int = Field(ge=1, le=366, description="Earlier days in the window (1 = the day before).")
+    stat: Literal["count", "target_rate", "target_mean", "mean", "rate"]
+    column: str | None = Field(default=None, description="The column of 'mean' and 'rate'.")
+    rule: str | None = Field(default=None, description="The condition of 'rate', such as '> 15'.")
+    where: RowRule | None = Field(default=None, description="Only earlier rows meeting this condition.")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> HistoryFeature:
+        if self.stat in ("mean", "rate") and self.column is None:
+            raise ValueError(f"stat '{self.stat}' needs a 'column'")
+        if self.stat not in ("mean", "rate") and self.column is not None:
+            raise ValueError(f"'column' is for stat 'mean' or 'rate', not '{self.stat}'")
+        if (self.stat == "rate") != (self.rule is not None):
+            raise ValueError("stat 'rate' needs a 'rule' (such as '> 15'); other stats take none")
+        if self.rule is not None:
+            RowRule(column=self.column or "", rule=self.rule)  # same syntax check
+        if len(set(self.keys)) != len(self.keys):
+            raise ValueError(f"'keys' repeats a column: {self.keys}")
+        return self
+
+    def condition(self) -> RowRule | None:
+        """The ``rate`` condition as a RowRule (None for other stats)."""
+        return RowRule(column=self.column, rule=self.rule) if self.rule is not None else None
+
+
+WINDOW_AGGREGATES = ("sum", "min", "max", "mean", "count", "change")
+
+
+class AsofWindow(Strict):
+    """An aggregate of one column of the joined source over the ``hours`` up to the row's time ``t``:
+    ``sum``/``min``/``max``/``mean``/``count`` of the known readings with time in ``(t - hours, t]``
+    (missing when none; ``count`` 0), or ``change`` = the as-of reading at ``t`` minus the as-of
+    reading at ``t - hours`` (missing if either is). Never a reading after ``t``."""
+
+    column: str
+    agg: Literal["sum", "min", "max", "mean", "count", "change"]
+    hours: float = Field(gt=0, le=24 * 366)
+
+
+class AsofJoin(Strict):
+    """A declarative join of a second source by key and time: for each row, the latest reading of
+    ``source`` with the same ``by`` key and a time at or before the row's time (no later than
+    ``max_age_hours`` before it; 0 = the same instant), and aggregates over the hours before it.
+    Readings with the same key and time count once (the first)."""
+
+    source: str
+    by: dict[str, str] = Field(
+        min_length=1, description="{column of the primary source: column of the joined source}."
+    )
+    time: str | None = Field(
+        default=None, description="Time column of the primary rows (default: its partitioning time column)."
+    )
+    source_time: str | None = Field(
+        default=None, description="Time column of the joined source (default: its partitioning time column)."
+    )
+    max_age_hours: float | None = Field(
+        default=None, ge=0, description="Oldest reading the as-of value may take (default: no limit)."
+    )
+    columns: dict[str, str] | list[str] = Field(
+        default_factory=dict, description="As-of values: {feature: source column}, or a list (same names)."
+    )
+    windows: dict[str, AsofWindow] = Field(default_factory=dict, description="Aggregates by feature name.")
+    online_key: list[str] | None = Field(
+        default=None,
+        description=(
+            "Online serving: feature-frame columns that fix these features within one day (flights:"
+            " [origin, sched_dep_hour]); default the primary source's entity key."
+        ),
+    )
+
+    @model_validator(mode="after")
+    def _something(self) -> AsofJoin:
+        if not self.columns and not self.windows:
+            raise ValueError("an as-of join needs 'columns' or 'windows'")
+        return self
+
+    def value_columns(self) -> dict[str, str]:
+        """``{feature: source column}`` of the as-of values."""
+        if isinstance(self.columns, list):
+            return {c: c for c in self.columns}
+        return dict(self.columns)
+
+    def feature_names(self) -> list[str]:
+        return [*self.value_columns(), *self.windows]
+
+
 class Features(Strict):
     """Model inputs. ``function`` names a registered feature function (``ml_assets.feature_functions``)."""
 
@@ -271,7 +401,14 @@ class Features(Strict):
     )
     timestamp_parts: dict[str, TimestampPart] = Field(
         default_factory=dict,
-        description="Declarative features by name: {stop_hour: {column: date, part: hour}} (passthrough).",
+        description="Declarative features by name: {stop_hour: {column: date, part: hour}}.",
+    )
+    history: dict[str, HistoryFeature] = Field(
+        default_factory=dict,
+        description="Declarative per-key history of earlier days, by feature name (see HistoryFeature).",
+    )
+    asof: dict[str, AsofJoin] = Field(
+        default_factory=dict, description="Declarative as-of joins of other sources, by join name (see AsofJoin)."
     )
 
     @model_validator(mode="after")
@@ -279,7 +416,28 @@ class Features(Strict):
         leaked = sorted(set(self.exclude) & (set(self.numeric) | set(self.categorical)))
         if leaked:
             raise ValueError(f"columns listed both as features and in 'exclude': {leaked}")
+        seen: dict[str, str] = {}
+        listed = set(self.numeric) | set(self.categorical)
+        for where, names in self.declared_names().items():
+            for name in names:
+                if not IDENTIFIER_PATTERN.match(name):
+                    raise ValueError(f"{where}: feature name '{name}' must be an identifier")
+                if name in seen:
+                    raise ValueError(f"feature '{name}' is declared twice: in {seen[name]} and in {where}")
+                seen[name] = where
+                if not where.startswith("timestamp_parts") and name not in listed:
+                    raise ValueError(f"{where}: '{name}' is declared but listed in neither 'numeric' nor 'categorical'")
         return self
+
+    def declared_names(self) -> dict[str, list[str]]:
+        """Names of the declarative features, by where they are declared."""
+        names = {"timestamp_parts": list(self.timestamp_parts), "history": list(self.history)}
+        for join, spec in self.asof.items():
+            names[f"asof.{join}"] = spec.feature_names()
+        return names
+
+    def declared(self) -> set[str]:
+        return {name for names in self.declared_names().values() for name in names}
 
 
 class Window(Strict):
@@ -600,6 +758,7 @@ class PipelineSpec(Strict):
                 raise ValueError(f"features.context_days.{source}: {days} is not between 0 and 366")
             if days and self.partitioning is None:
                 raise ValueError("features.context_days needs a 'partitioning' section")
+        self._check_declared_features()
         self._check_declared_columns()
         if self.model is not None:
             self._check_windows()
@@ -610,6 +769,100 @@ class PipelineSpec(Strict):
         if self.monitoring is not None and self.model is None:
             raise ValueError("the 'monitoring' section needs a 'model' section (it watches its predictions)")
         return self
+
+    def _check_declared_features(self) -> None:
+        """History and as-of features: the task, the days and hours the features asset loads (so a
+        range of days equals the days one by one), and the columns they read."""
+        features = self.features
+        primary = self.primary_source
+        for name, history in features.history.items():
+            where = f"features.history.{name}"
+            if self.partitioning is None:
+                raise ValueError(f"{where}: history of earlier days needs a 'partitioning' section")
+            if history.days > features.history_days:
+                raise ValueError(
+                    f"{where}: a window of {history.days} days needs features.history_days >= {history.days}"
+                    f" (it is {features.history_days}): the features asset loads only that many earlier days"
+                )
+            if history.stat == "target_rate" and self.target.task != "classification":
+                raise ValueError(f"{where}: stat 'target_rate' needs a binary classification target"
+                                 f" (task is '{self.target.task}'; use 'target_mean' for a regression)")
+            if history.stat == "target_mean" and self.target.task == "multiclass":
+                raise ValueError(f"{where}: stat 'target_mean' needs a binary or regression target, not multiclass")
+        for join_name, join in features.asof.items():
+            where = f"features.asof.{join_name}"
+            if join.source not in self.sources:
+                raise ValueError(f"{where}.source: '{join.source}' is not one of the sources {sorted(self.sources)}")
+            if join.source == primary:
+                raise ValueError(f"{where}.source: '{join.source}' is the primary source (use 'history')")
+            if (join.time or self.time_column_for(primary)) is None:
+                raise ValueError(f"{where}.time: name the time column of the '{primary}' rows (no partitioning)")
+            if (join.source_time or self.time_column_for(join.source)) is None:
+                raise ValueError(f"{where}.source_time: name the time column of source '{join.source}'")
+            if self.partitioning is None:
+                continue
+            if join.max_age_hours is None:
+                raise ValueError(
+                    f"{where}.max_age_hours: a partitioned pipeline needs it (how far back the as-of reading"
+                    " may be), so that the days of context loaded cover it"
+                )
+            age = join.max_age_hours
+            reach = max([age, *((w.hours + (age if w.agg == "change" else 0)) for w in join.windows.values())])
+            context = features.context_days.get(join.source, 0)
+            if reach > 0 and reach > 24 * context - 1:
+                days = int(-(-(reach + 1) // 24))
+                raise ValueError(
+                    f"{where}: readings up to {reach:g} hours before a row need features.context_days."
+                    f"{join.source} >= {days} (it is {context}; a local day may have 23 hours)"
+                )
+        self._check_declared_inputs()
+
+    def _declared_columns_of(self, source: str) -> set[str] | None:
+        """Columns ``source`` declares in its validation rules, or None when it declares none."""
+        spec = self.sources[source]
+        rules = spec.validation
+        if not rules.columns:
+            return None
+        return (set(rules.columns) | set(spec.entity_key) | set(rules.not_null) | set(rules.ranges)
+                | set(rules.allowed_values))
+
+    def _check_declared_inputs(self) -> None:
+        """Columns read by history and as-of features must be columns their source declares."""
+        primary = self.primary_source
+        columns = self._declared_columns_of(primary)
+        if columns is not None:
+            parts = set(self.features.timestamp_parts)
+            for name, history in self.features.history.items():
+                used = [("keys", k) for k in history.keys]
+                if history.column is not None:
+                    used.append(("column", history.column))
+                if history.where is not None:
+                    used.append(("where.column", history.where.column))
+                for key, column in used:
+                    if column not in columns and not (key == "keys" and column in parts):
+                        raise ValueError(
+                            f"features.history.{name}.{key}: '{column}' is not a column of source '{primary}'"
+                            f" (sources.{primary}.validation.columns declares {sorted(columns)})"
+                        )
+            for join_name, join in self.features.asof.items():
+                for column in join.by:
+                    if column not in columns:
+                        raise ValueError(
+                            f"features.asof.{join_name}.by: '{column}' is not a column of source '{primary}'"
+                            f" (sources.{primary}.validation.columns declares {sorted(columns)})"
+                        )
+        for join_name, join in self.features.asof.items():
+            other = self._declared_columns_of(join.source)
+            if other is None:
+                continue
+            used = [("by", c) for c in join.by.values()] + [("columns", c) for c in join.value_columns().values()]
+            used += [(f"windows.{n}.column", w.column) for n, w in join.windows.items()]
+            for key, column in used:
+                if column not in other:
+                    raise ValueError(
+                        f"features.asof.{join_name}.{key}: '{column}' is not a column of source '{join.source}'"
+                        f" (sources.{join.source}.validation.columns declares {sorted(other)})"
+                    )
 
     def _check_declared_columns(self) -> None:
         """Target and passthrough features must be columns the primary source declares (when it
@@ -634,7 +887,7 @@ class PipelineSpec(Strict):
                     f"features.timestamp_parts.{name}.column: '{derived.column}' is not a column of source"
                     f" '{source}' ({where} declares {sorted(declared)})"
                 )
-        declared |= set(self.features.timestamp_parts)
+        declared |= self.features.declared()
         for kind in ("numeric", "categorical"):
             for i, column in enumerate(getattr(self.features, kind)):
                 if column not in declared:

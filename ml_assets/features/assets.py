@@ -42,10 +42,14 @@ def build_features_asset(spec: PipelineSpec, partitions_def: dg.PartitionsDefini
         if spec.features.history_days
         else ""
     )
+    listed = set(spec.features.numeric) | set(spec.features.categorical)
+    declared = len(spec.features.declared() & listed)
     description = (
         f"Features of the {spec.name} pipeline, one row per `{primary}` row, from the"
         f" `{feature_fn_name}` feature function: {len(spec.features.numeric)} numeric and"
-        f" {len(spec.features.categorical)} categorical features plus the target"
+        f" {len(spec.features.categorical)} categorical features"
+        f"{f' ({declared} declared in the YAML: timestamp parts, per-key history, as-of joins)' if declared else ''}"
+        " plus the target"
         f" `{spec.target.name}` ({spec.target.column} {spec.target.rule or ''})."
         f"{history} Leakage columns never used: {', '.join(spec.features.exclude) or 'none'}."
     )

@@ -18,6 +18,7 @@ so importing this module with the Dagster code location stays cheap.
 
 from __future__ import annotations
 
+import functools
 import operator
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
@@ -50,7 +51,12 @@ _OPERATORS: dict[str, Callable[[Any, Any], Any]] = {
 
 
 def register_feature_function(name: str) -> Callable[[FeatureFunction], FeatureFunction]:
-    """Decorator registering a feature function under ``name`` (re-registering the same one is a no-op)."""
+    """Decorator registering a feature function under ``name`` (re-registering the same one is a no-op).
+
+    The registered function (and the name the decorator returns) first adds the YAML's declarative
+    features (``timestamp_parts``, ``history``, ``asof``; ``ml_assets.features.declared``) to the
+    primary frame as columns, so the function itself takes them like source columns.
+    """
 
     def decorator(fn: FeatureFunction) -> FeatureFunction:
         existing = FEATURE_FUNCTIONS.get(name)
@@ -62,10 +68,23 @@ def register_feature_function(name: str) -> Callable[[FeatureFunction], FeatureF
                 f"feature function '{name}' is already registered"
                 f" ({existing.__module__}.{existing.__qualname__})"
             )
-        FEATURE_FUNCTIONS[name] = fn
-        return fn
+
+        @functools.wraps(fn)
+        def with_declared(sources, days, spec, **params):
+            from ml_assets.features.declared import with_declared_features
+
+            return fn(with_declared_features(sources, days, spec), days, spec, **params)
+
+        FEATURE_FUNCTIONS[name] = with_declared
+        return with_declared
 
     return decorator
+
+
+def build_features(sources: dict[str, pd.DataFrame], days: list[str] | None, spec: PipelineSpec) -> pd.DataFrame:
+    """The feature frame of ``days``: the pipeline's feature function (with its declarative features
+    and YAML ``params``) applied to ``sources``."""
+    return get_feature_function(spec.features.function)(sources, days, spec, **spec.features.params)
 
 
 def register_online_keys(name: str):
@@ -81,8 +100,12 @@ def register_online_keys(name: str):
 def online_feature_keys(spec: PipelineSpec) -> dict[str, tuple[str, ...]]:
     """``{feature: key columns}`` of the features of ``spec`` that need more than the request row
     (empty for a feature function without online keys: every feature comes from the row itself)."""
+    from ml_assets.features.declared import declared_online_keys
+
     fn = ONLINE_KEY_FUNCTIONS.get(spec.features.function)
-    return fn(spec) if fn is not None else {}
+    declared = declared_online_keys(spec)
+    from_function = fn(spec) if fn is not None else {}
+    return {**{k: v for k, v in from_function.items() if k not in declared}, **declared}
 
 
 def get_feature_function(name: str) -> FeatureFunction:
@@ -256,8 +279,32 @@ def finish(frame: pd.DataFrame, spec: PipelineSpec) -> pd.DataFrame:
     numeric = [c for c in spec.features.numeric if c not in key and result[c].dtype != "float64"]
     if numeric:
         result = result.astype({c: "float64" for c in numeric})
-    order = list(dict.fromkeys([PARTITION_COLUMN, *key]))
-    return result.sort_values(order, kind="mergesort", na_position="last").reset_index(drop=True)
+    order = sort_order(result, list(dict.fromkeys([PARTITION_COLUMN, *key])))
+    if order is not None:
+        result = result.take(order)
+    elif result is frame:
+        result = result.copy()
+    result.index = range(len(result))  # a new index, not a copy of every column (reset_index copies)
+    return result
+
+
+def sort_order(frame: pd.DataFrame, columns: list[str]):
+    """Stable row order sorting ``frame`` by ``columns`` (missing values last), or None when it is
+    already sorted. Computed on integer codes of the sort columns only (each column factorised with
+    sorted uniques), so no other column is moved and text keys are not compared row by row."""
+    import numpy as np
+    import pandas as pd
+
+    if len(frame) < 2:
+        return None
+    codes = []
+    for column in columns:
+        values, _ = pd.factorize(frame[column], sort=True, use_na_sentinel=True)
+        codes.append(np.where(values < 0, np.iinfo("int64").max, values))  # missing last
+    order = np.lexsort(codes[::-1])
+    if (order[1:] > order[:-1]).all():
+        return None
+    return order
 
 
 def rows_for_days(
@@ -303,15 +350,12 @@ def timestamp_part(values: pd.Series, part: str, timezone: str) -> pd.Series:
 def passthrough(
     sources: dict[str, pd.DataFrame], days: list[str] | None, spec: PipelineSpec, **params: Any
 ) -> pd.DataFrame:
-    """Primary rows of the target days with their entity key, features (as is, plus the declared
-    ``timestamp_parts``) and target."""
+    """Primary rows of the target days with their entity key, features (source columns as is and the
+    declared features) and target."""
     check_params("passthrough", params)
     frame = primary_frame(sources, spec)
     key = spec.sources[spec.primary_source].entity_key
-    derived = spec.features.timestamp_parts
-    needed = list(dict.fromkeys([*key, *spec.features.numeric, *spec.features.categorical,
-                                 *(part.column for part in derived.values())]))
-    needed = [c for c in needed if c not in derived]
+    needed = list(dict.fromkeys([*key, *spec.features.numeric, *spec.features.categorical]))
     missing = [column for column in needed if column not in frame.columns]
     if missing:
         raise ValueError(
@@ -319,11 +363,9 @@ def passthrough(
             " needed as entity key or features"
         )
     day_numbers, valid, target, _ = rows_for_days(frame, spec, days)
-    rows = frame.loc[target].copy()
-    for name, part in derived.items():
-        if part.column not in rows.columns:
-            raise ValueError(f"passthrough: features.timestamp_parts.{name}: no column '{part.column}'")
-        rows[name] = timestamp_part(rows[part.column], part.part, pipeline_timezone(spec))
+    if spec.target.column not in frame.columns:
+        raise ValueError(f"target column '{spec.target.column}' is missing from the data")
+    rows = frame.loc[target, list(dict.fromkeys([*needed, spec.target.column]))].copy()
     rows[PARTITION_COLUMN] = day_strings(day_numbers[target], valid[target])
     for column in spec.features.categorical:
         rows[column] = as_str(rows[column])

@@ -58,18 +58,44 @@ def check_metadata(outcome: CheckOutcome) -> dict[str, Any]:
 
 def required_columns(spec: PipelineSpec, source: str, pipeline_file: Any = None) -> dict[str, str]:
     """Columns of ``source`` the pipeline needs beyond its validation rules, with the YAML key that
-    needs each: the target column and (``passthrough``) the features of the primary source."""
-    if source != spec.primary_source:
-        return {}
+    needs each: the target column, the columns the declarative features read (timestamp parts,
+    history keys and columns, as-of join keys and readings) and (``passthrough``) the features of
+    the primary source that are not declared."""
     where = f" in {pipeline_file}" if pipeline_file is not None else ""
-    required = {spec.target.column: f"target.column{where}"}
-    if spec.features.function == "passthrough":
-        derived = spec.features.timestamp_parts
-        for name, part in derived.items():
-            required.setdefault(part.column, f"features.timestamp_parts.{name}.column{where}")
+    features = spec.features
+    required: dict[str, str] = {}
+    for join_name, join in features.asof.items():
+        if join.source != source:
+            continue
+        at = f"features.asof.{join_name}"
+        for column in join.by.values():
+            required.setdefault(column, f"{at}.by{where}")
+        for name, column in join.value_columns().items():
+            required.setdefault(column, f"{at}.columns ({name}){where}")
+        for name, window in join.windows.items():
+            required.setdefault(window.column, f"{at}.windows.{name}.column{where}")
+    if source != spec.primary_source:
+        return required
+    required.setdefault(spec.target.column, f"target.column{where}")
+    parts = features.timestamp_parts
+    for name, part in parts.items():
+        required.setdefault(part.column, f"features.timestamp_parts.{name}.column{where}")
+    for name, history in features.history.items():
+        for column in history.keys:
+            if column not in parts:
+                required.setdefault(column, f"features.history.{name}.keys{where}")
+        if history.column is not None:
+            required.setdefault(history.column, f"features.history.{name}.column{where}")
+        if history.where is not None:
+            required.setdefault(history.where.column, f"features.history.{name}.where.column{where}")
+    for join_name, join in features.asof.items():
+        for column in join.by:
+            required.setdefault(column, f"features.asof.{join_name}.by{where}")
+    if features.function == "passthrough":
+        declared = features.declared()
         for kind in ("numeric", "categorical"):
-            for i, column in enumerate(getattr(spec.features, kind)):
-                if column not in derived:
+            for i, column in enumerate(getattr(features, kind)):
+                if column not in declared:
                     required.setdefault(column, f"features.{kind}[{i}]{where}")
     return required
 

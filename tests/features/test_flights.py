@@ -8,6 +8,7 @@ model's signature.
 from __future__ import annotations
 
 import datetime as dt
+import re
 from zoneinfo import ZoneInfo
 
 import numpy as np
@@ -31,7 +32,7 @@ EXTRA_FEATURES = [
     "origin_hour_delay_rate_1d", "origin_hour_dep_delay_rate_7d", "origin_hour_flights_1d",
     "carrier_dep_delay_rate_1d", "route_evening_delay_rate_28d", "dest_dep_delay_rate_7d", "day_of_year",
     "sched_origin_hour_flights", "sched_origin_day_flights",
-    "temp_mean_3h", "temp_max_24h", "precip_sum_6h", "wind_speed_change_3h", "humid_change_1h", "dewp_min_2h",
+    "temp_mean_3h", "temp_max_23h", "precip_sum_6h", "wind_speed_change_3h", "humid_change_1h", "dewp_min_2h",
 ]
 
 
@@ -81,14 +82,71 @@ def features_of(spec: PipelineSpec, sources: dict[str, pd.DataFrame], days: list
     return get_feature_function(spec.features.function)(sources, days, spec, **spec.features.params)
 
 
+_ENTITIES = {"carrier": ["carrier"], "route": ["origin", "dest"], "origin": ["origin"], "dest": ["dest"],
+             "flight": ["carrier", "flight"], "origin_hour": ["origin", "sched_dep_hour"]}
+_HISTORY_NAME = re.compile(r"^(?P<entity>origin_hour|flight|carrier|route|origin|dest)"
+                           r"_(?P<kind>evening_delay_rate|dep_delay_rate|delay_rate|flights)_(?P<days>\d+)d$")
+_WINDOW_NAME = re.compile(r"^(?P<column>.+)_(?P<agg>sum|min|max|mean|change)_(?P<hours>\d+)h$")
+_PARTS = {"sched_dep_hour": "hour", "weekday": "weekday", "day_of_year": "day_of_year"}
+
+
+def declaration(name: str) -> tuple[str, dict] | None:
+    """The YAML declaration of a flights feature named as in pipelines/flights.yaml, or None for a
+    column or one of flights_features' own: ("timestamp_parts" | "history" | "asof_columns" |
+    "asof_windows", declaration)."""
+    if name in _PARTS:
+        return "timestamp_parts", {"column": "time_hour", "part": _PARTS[name]}
+    match = _HISTORY_NAME.match(name)
+    if match:
+        history = {"keys": _ENTITIES[match["entity"]], "days": int(match["days"])}
+        kind = match["kind"]
+        if kind == "flights":
+            history["stat"] = "count"
+        elif kind == "dep_delay_rate":
+            history.update(stat="rate", column="dep_delay", rule="> 15")
+        else:
+            history["stat"] = "target_rate"
+            if kind == "evening_delay_rate":
+                history["where"] = {"column": "sched_dep_time", "rule": ">= 1800"}
+        return "history", history
+    if name in WEATHER_COLUMNS:
+        return "asof_columns", {}
+    match = _WINDOW_NAME.match(name)
+    if match and match["column"] in WEATHER_COLUMNS:
+        return "asof_windows", {"column": match["column"], "agg": match["agg"], "hours": int(match["hours"])}
+    return None
+
+
 def with_features(spec: PipelineSpec, numeric: list[str], categorical: list[str] | None = None,
-                  **params) -> PipelineSpec:
-    update = {"numeric": numeric}
-    if categorical is not None:
-        update["categorical"] = categorical
-    if params:
-        update["params"] = {**spec.features.params, **params}
-    return spec.model_copy(update={"features": spec.features.model_copy(update=update)})
+                  **raw_updates) -> PipelineSpec:
+    """``spec`` with these features, each declared as pipelines/flights.yaml declares its kind (a
+    new spec, validated like a YAML file)."""
+    categorical = spec.features.categorical if categorical is None else categorical
+    parts, history, columns, windows = {}, {}, [], {}
+    for name in dict.fromkeys([*numeric, *categorical]):
+        found = declaration(name)
+        if found is None:
+            continue
+        kind, declared = found
+        if kind == "timestamp_parts":
+            parts[name] = declared
+        elif kind == "history":
+            history[name] = declared
+            if "sched_dep_hour" in declared["keys"]:
+                parts.setdefault("sched_dep_hour", {"column": "time_hour", "part": "hour"})
+        elif kind == "asof_columns":
+            columns.append(name)
+        else:
+            windows[name] = declared
+    raw = spec.model_dump(by_alias=True, exclude_none=True)
+    asof = {"origin_weather": {"source": "weather", "by": {"origin": "origin"}, "max_age_hours": 0,
+                               "columns": columns, "windows": windows,
+                               "online_key": ["origin", "sched_dep_hour"]}} if columns or windows else {}
+    raw["features"].update(numeric=list(numeric), categorical=list(categorical), timestamp_parts=parts,
+                           history=history, asof=asof, params={})
+    for key, value in raw_updates.items():
+        raw[key] = value
+    return PipelineSpec.model_validate(raw)
 
 
 @pytest.fixture(scope="module", params=["yaml", "extended"])
@@ -250,13 +308,8 @@ def hand_made_flights(seed: int = 3, first: dt.date = dt.date(2013, 3, 1), n_day
 def test_history_rates_equal_a_brute_force_recomputation(flights_spec):
     names = ["carrier_delay_rate_3d", "carrier_delay_rate_5d", "route_delay_rate_5d", "origin_delay_rate_3d",
              "dest_delay_rate_5d", "carrier_flights_3d", "route_flights_5d", "origin_flights_5d"]
-    spec = flights_spec.model_copy(update={
-        "target": Target(name="late", column="arr_delay", rule="> 30"),  # not the YAML's 15
-        "features": flights_spec.features.model_copy(update={
-            "numeric": [*names, "sched_dep_hour"], "categorical": ["carrier", "dest"],
-            "params": {"history_windows": [5, 3]},
-        }),
-    })
+    spec = with_features(flights_spec, [*names, "sched_dep_hour"], ["carrier", "dest"],
+                         target={"name": "late", "column": "arr_delay", "rule": "> 30"})  # not the YAML's 15
     frame = hand_made_flights()
     days = [(dt.date(2013, 3, 1) + dt.timedelta(days=i)).isoformat() for i in range(8, 18)]
     out = features_of(spec, {"flights": frame}, days)
@@ -367,7 +420,7 @@ HAND_FLIGHTS = pd.DataFrame([flight_row(*row) for row in HAND_ROWS])
 
 def hand_features(flights_spec, names: list[str], frame: pd.DataFrame = HAND_FLIGHTS,
                   weather: pd.DataFrame | None = None, days=("2013-03-03",)) -> pd.DataFrame:
-    spec = with_features(flights_spec, names, [], history_windows=[1, 2])
+    spec = with_features(flights_spec, names, [])
     sources = {"flights": frame} if weather is None else {"flights": frame, "weather": weather}
     out = features_of(spec, sources, list(days))
     return out.set_index(["carrier", "flight"])
@@ -546,38 +599,50 @@ def test_weather_windows_by_hand(flights_spec):
 
 
 def test_features_the_function_cannot_produce_give_a_clear_error(flights_spec, inputs):
+    from pydantic import ValidationError
+
     sources = inputs("2013-03-08", "2013-03-08", history=1)
+    numeric = flights_spec.features.numeric
 
-    def with_numeric(*extra: str, exclude: list[str] | None = None) -> PipelineSpec:
-        features = flights_spec.features.model_copy(update={
-            "numeric": [*flights_spec.features.numeric, *extra],
-            "exclude": flights_spec.features.exclude if exclude is None else exclude,
-        })
-        return flights_spec.model_copy(update={"features": features})
+    def error_of(spec_or_raw, sources=sources) -> str:
+        with pytest.raises(ValueError) as caught:
+            features_of(spec_or_raw, sources, ["2013-03-08"])
+        return str(caught.value)
 
-    with pytest.raises(ValueError, match=r"'carrier_delay_rate_14d': window 14d is not in history_windows \[1, 7, 28\]"):
-        features_of(with_numeric("carrier_delay_rate_14d"), sources, ["2013-03-08"])
-    with pytest.raises(ValueError, match=r"'origin_hour_dep_delay_rate_2d': window 2d is not in history_windows"):
-        features_of(with_numeric("origin_hour_dep_delay_rate_2d"), sources, ["2013-03-08"])
-    with pytest.raises(ValueError, match=r"'tail_delay_rate_7d': not a column of the flights or 'weather' source"):
-        features_of(with_numeric("tail_delay_rate_7d"), sources, ["2013-03-08"])
-    with pytest.raises(ValueError, match=r"'snow_sum_3h': not a column of the flights or 'weather' source"):
-        features_of(with_numeric("snow_sum_3h"), sources, ["2013-03-08"])
-    with pytest.raises(ValueError, match=r"'temp_median_3h': not a column of the flights or 'weather' source"):
-        features_of(with_numeric("temp_median_3h"), sources, ["2013-03-08"])
-    with pytest.raises(ValueError, match=r"'temp_min_0h': a weather window needs at least 1 hour"):
-        features_of(with_numeric("temp_min_0h"), sources, ["2013-03-08"])
-    with pytest.raises(ValueError, match=r"'precip_sum_3h': not a column of the flights or 'weather' source"):
-        features_of(flights_spec, {"flights": sources["flights"]}, ["2013-03-08"])  # no weather input
-    with pytest.raises(ValueError, match=r"no column\(s\) \['dep_delay'\]"):
-        features_of(flights_spec, {**sources, "flights": sources["flights"].drop(columns="dep_delay")},
-                    ["2013-03-08"])
-    with pytest.raises(ValueError, match=r"'dep_delay': known only after departure"):
-        features_of(with_numeric("dep_delay", exclude=["tailnum"]), sources, ["2013-03-08"])
-    with pytest.raises(ValueError, match=r"'runway_length': not a column of the flights or 'weather' source"):
-        features_of(with_numeric("runway_length"), sources, ["2013-03-08"])
-    with pytest.raises(ValueError, match=r"'temp': not a column of the flights or 'weather' source"):
-        features_of(flights_spec, {"flights": sources["flights"]}, ["2013-03-08"])  # no weather input
+    assert "'tail_delay_rate_7d': not a column of the flights source, not declared" in error_of(
+        PipelineSpec.model_validate({**flights_spec.model_dump(by_alias=True, exclude_none=True), "features": {
+            **flights_spec.features.model_dump(by_alias=True, exclude_none=True),
+            "numeric": [*numeric, "tail_delay_rate_7d"]}}))
+    exclude_less = flights_spec.features.model_copy(update={"numeric": [*numeric, "dep_delay"], "exclude": []})
+    assert "'dep_delay': known only after departure" in error_of(flights_spec.model_copy(update={"features": exclude_less}))
+    # declarations the features asset could not honour are refused when the YAML is loaded
+    with pytest.raises(ValidationError, match=r"features.history.carrier_delay_rate_35d: a window of 35 days needs"
+                                              r" features.history_days >= 35 \(it is 28\)"):
+        with_features(flights_spec, [*numeric, "carrier_delay_rate_35d"])
+    with pytest.raises(ValidationError, match=r"features.asof.origin_weather: readings up to 30 hours before a row"
+                                              r" need features.context_days.weather >= 2 \(it is 1"):
+        with_features(flights_spec, [*numeric, "temp_min_30h"])
+    raw = with_features(flights_spec, numeric).model_dump(by_alias=True, exclude_none=True)
+    raw["features"]["history"]["carrier_flights_7d"]["keys"] = ["carrier", "tail"]
+    with pytest.raises(ValidationError, match=r"features.history.carrier_flights_7d.keys: 'tail' is not a column"
+                                              r" of source 'flights'"):
+        PipelineSpec.model_validate(raw)
+    raw = with_features(flights_spec, numeric).model_dump(by_alias=True, exclude_none=True)
+    raw["features"]["numeric"].remove("route_flights_28d")
+    with pytest.raises(ValidationError, match=r"history: 'route_flights_28d' is declared but listed in neither"):
+        PipelineSpec.model_validate(raw)
+    raw = with_features(flights_spec, numeric).model_dump(by_alias=True, exclude_none=True)
+    raw["features"]["asof"]["origin_weather"]["windows"]["snow_sum_3h"] = {"column": "snow", "agg": "sum", "hours": 3}
+    raw["features"]["numeric"].append("snow_sum_3h")
+    with pytest.raises(ValidationError, match=r"features.asof.origin_weather.windows.snow_sum_3h.column: 'snow' is"
+                                              r" not a column of source 'weather'"):
+        PipelineSpec.model_validate(raw)
+    # at run time: inputs without a column or source a declaration reads
+    assert "source 'weather' is missing from the inputs" in error_of(flights_spec, {"flights": sources["flights"]})
+    assert "features.history.origin_dep_delay_rate_1d.column: the primary source has no column 'dep_delay'" in error_of(
+        flights_spec, {**sources, "flights": sources["flights"].drop(columns="dep_delay")})
+    assert "already columns of source 'flights'" in error_of(
+        flights_spec, {**sources, "flights": sources["flights"].assign(weekday=1)})
     with pytest.raises(ValueError, match=r"unknown params: \['windows'\]"):
         flights_features(sources, ["2013-03-08"], flights_spec, windows=[7])
 
