@@ -18,7 +18,8 @@ from ml_assets.monitoring.drift import (
 )
 from tests.conftest import FLIGHTS_YAML, real_features, run_subprocess_python
 
-# the flights pipeline's drift columns and measured thresholds, from its YAML (nothing in the code)
+# the flights pipeline's drift columns and settings, from its YAML (no hand-set threshold: each is
+# calibrated on the reference days, as the reference asset does)
 COLUMNS, CONFIG = drift_settings(load_pipeline(FLIGHTS_YAML))
 
 
@@ -36,7 +37,11 @@ def june():
 
 @pytest.fixture(scope="module")
 def reference(june):
-    return build_reference(june[june.partition_date < "2013-06-24"], COLUMNS, sample_size=10_000)
+    """Three weeks of June, calibrated on its 21 days (the YAML sets no threshold)."""
+    window = june[june.partition_date < "2013-06-24"]
+    assert not CONFIG.thresholds and CONFIG.prediction_threshold is None
+    reference = build_reference(window, COLUMNS, sample_size=10_000)
+    return calibrate_thresholds(reference, window, CONFIG, day_column="partition_date")
 
 
 @pytest.fixture(scope="module")
@@ -99,7 +104,7 @@ def test_null_weather_day_is_missing_data_not_drift(reference):
 def test_prediction_drift_on_shifted_scores(reference, stable_day):
     shifted = stable_day.assign(delayed_score=stable_day["delayed_score"] + 0.5)
     result = compute_drift(reference, shifted, CONFIG)
-    assert result.prediction_drift and result.prediction_score > CONFIG.prediction_threshold == 1.5
+    assert result.prediction_drift and result.prediction_score > reference.thresholds["delayed_score"]
     assert not result.data_drift  # features unchanged
     # without a score column the prediction part is simply skipped
     plain = compute_drift(reference, stable_day.drop(columns="delayed_score"), CONFIG)
