@@ -35,8 +35,9 @@ predictions, reference = a 20,000-row sample of 2013-01-01..2013-08-31, every da
 
 from __future__ import annotations
 
+import math
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -296,6 +297,23 @@ def build_reference(frame, columns: DriftColumns = DriftColumns(), sample_size: 
                      source_rows=int(len(frame)), seed=seed)
 
 
+#: Upper bounds of bounded distances: Evidently's Jensen-Shannon distance (natural logarithm) is at
+#: most sqrt(ln 2), reached when the two distributions share no value.
+DISTANCE_BOUNDS = {"jensenshannon": math.sqrt(math.log(2)), "hellinger": 1.0}
+
+
+def margin_above(quantile_score: float, margin: float, method: str) -> float:
+    """A threshold ``margin`` x the quantile of the ordinary scores; for a bounded distance, at most
+    halfway from the quantile to the bound. Without the cap, a column whose ordinary days already
+    reach two thirds of the bound would get a threshold above anything it can score, and its
+    monitor would be silently off (flights' visibility: ordinary days up to 0.57 of 0.83)."""
+    threshold = quantile_score * margin
+    bound = DISTANCE_BOUNDS.get(method)
+    if bound is not None and quantile_score < bound:
+        threshold = min(threshold, quantile_score + (bound - quantile_score) / 2)
+    return threshold
+
+
 def calibration_chunks(frame, day_column: str | None, config: DriftConfig) -> tuple[list[Any], int | None]:
     """Row positions of the pieces of the reference period that are scored to calibrate, and the
     chunk size (None for days): its days (``day_column``; at most ``calibration_chunks`` of them,
@@ -315,8 +333,17 @@ def calibration_chunks(frame, day_column: str | None, config: DriftConfig) -> tu
     return [np.arange(i, i + size) for i in range(0, len(frame) - size + 1, size)], size
 
 
+def drift_scores(reference: Reference, current, config: DriftConfig) -> dict[str, float]:
+    """Each compared column's score (features and prediction) of ``current`` against ``reference``;
+    columns that could not be scored (entirely null) are left out."""
+    result = compute_drift(reference, current, config)
+    rows = list(result.columns) + ([result.prediction] if result.prediction is not None else [])
+    return {row.column: row.score for row in rows if row.score is not None}
+
+
 def calibrate_thresholds(reference: Reference, frame, config: DriftConfig = DriftConfig(),
-                         day_column: str | None = None) -> Reference:
+                         day_column: str | None = None,
+                         scorer: Callable[[Reference, Any, DriftConfig], Mapping[str, float]] = drift_scores) -> Reference:
     """Per-column thresholds from the reference period's own variation.
 
     Each chunk of ``frame`` (a day, or an equal row chunk: ``calibration_chunks``) is scored like a
@@ -324,9 +351,10 @@ def calibrate_thresholds(reference: Reference, frame, config: DriftConfig = Drif
     the other rows, as large as the reference sample): a future day is never part of the reference,
     so a chunk must not be compared with itself (in-sample scores are too low when the period has
     few days or chunks). A column's threshold is ``calibration_margin`` x the
-    ``calibration_quantile`` of its chunk scores, and at least ``min_threshold`` of its method
-    (see ``DriftConfig``). Stored on the reference (``thresholds``, ``calibration``, with
-    ``chunk_rows`` for row chunks); YAML thresholds still take precedence."""
+    ``calibration_quantile`` of its chunk scores (for a bounded distance at most halfway to the
+    bound: ``margin_above``), and at least the ``min_*_threshold`` of its type (``DriftConfig``). Stored on the reference (``thresholds``, ``calibration``, with
+    ``chunk_rows`` for row chunks); YAML thresholds still take precedence. ``scorer`` scores a chunk
+    (``drift_scores``: ``compute_drift``; the benchmark passes a vectorised equivalent)."""
     import numpy as np
 
     chunks, chunk_rows = calibration_chunks(frame, day_column, config)
@@ -349,11 +377,8 @@ def calibrate_thresholds(reference: Reference, frame, config: DriftConfig = Drif
             pool = pool.sample(n=pool_size, random_state=config.seed)
         # score every chunk with the fallbacks only: the scores do not depend on thresholds
         left_out = Reference(columns, pool.reset_index(drop=True), reference.stats, int(rest.sum()), reference.seed)
-        result = compute_drift(left_out, frame.iloc[positions], plain_config)
-        rows = list(result.columns) + ([result.prediction] if result.prediction is not None else [])
-        for row in rows:
-            if row.score is not None:
-                scores.setdefault(row.column, []).append(row.score)
+        for column, score in scorer(left_out, frame.iloc[positions], plain_config).items():
+            scores.setdefault(column, []).append(float(score))
     thresholds, summary = {}, {}
     quantile = f"q{config.calibration_quantile:g}"
     for column, values in scores.items():
@@ -361,7 +386,8 @@ def calibrate_thresholds(reference: Reference, frame, config: DriftConfig = Drif
         high = float(np.quantile(arr, config.calibration_quantile))
         kind = "prediction" if column == columns.prediction else columns.type_of(column)
         floor = config.min_threshold_for(kind)
-        thresholds[column] = round(max(high * config.calibration_margin, floor, 1e-3), 4)
+        method = config.prediction_method if kind == "prediction" else config.method_for(kind)
+        thresholds[column] = round(max(margin_above(high, config.calibration_margin, method), floor, 1e-3), 4)
         summary[column] = {"p50": round(float(np.median(arr)), 4), quantile: round(high, 4),
                            "max": round(float(arr.max()), 4), "threshold": thresholds[column]}
     reference.thresholds = thresholds
@@ -388,6 +414,12 @@ def _prepare(reference: Reference, current, config: DriftConfig):
     if prediction:
         present.append(prediction)
     return _normalize(current, columns, present), total, prediction
+
+
+def prepared_current(reference: Reference, current, config: DriftConfig):
+    """``current`` as ``compute_drift`` compares it: sampled down to ``max_current_rows``, only the
+    compared columns, categoricals as strings, numerics as float."""
+    return _prepare(reference, current, config)[0]
 
 
 def _definition(numeric: list[str], categorical: list[str]):
