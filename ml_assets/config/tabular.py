@@ -481,7 +481,7 @@ class DriftSettings(Strict):
         default=None, gt=0, le=1, description="Calibrated threshold: this quantile of the reference days' scores ...")
     calibration_margin: float | None = Field(default=None, ge=1, description="... times this margin.")
     calibration_chunks: int | None = Field(
-        default=None, ge=2, le=1000, description="Days (or row chunks) of the reference period scored to calibrate.")
+        default=None, ge=2, le=1000, description="Most days (or row chunks) of the reference period scored to calibrate (365).")
     chunk_rows: int | None = Field(
         default=None, ge=10, description=(
             "Unpartitioned pipelines: rows per chunk (calibration and comparison); default the training"

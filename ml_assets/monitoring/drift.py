@@ -108,11 +108,15 @@ class DriftConfig:
         ``data_drift`` when share_drifted >= this (0.1: any one of up to 10 columns). Each threshold
         is already above ordinary variation, and a retraining trigger must react to a single broken
         column (a doubled distance or a carrier-mix change drift one column only).
-    calibration_quantile / calibration_margin / calibration_chunks:
-        The calibration: up to ``calibration_chunks`` days (or equal row chunks) of the reference
-        period, each scored against the reference; a column's threshold is ``margin`` x the
-        ``quantile`` of its chunk scores. The flights pipeline's measured thresholds and the figures
-        behind them are in ``pipelines/flights.yaml`` and ``bench/drift_calibration.py``.
+    calibration_quantile / calibration_margin / calibration_chunks / chunk_rows / min_chunk_rows:
+        The calibration (``calibrate_thresholds``): every day of the reference period (up to
+        ``calibration_chunks``; a sample of 30 days estimates the 95th percentile too poorly), or
+        equal row chunks of ``chunk_rows`` (default the period split in ``calibration_chunks``, at
+        least ``min_chunk_rows``), each scored against the period without it; a column's threshold
+        is ``margin`` x the ``quantile`` of its chunk scores, for a bounded distance at most halfway
+        to the bound. Measured on flights 2013 and Minneapolis 2017: ``bench/drift_calibration.py``.
+    min_numeric_threshold / min_categorical_threshold / min_prediction_threshold:
+        The smallest calibrated threshold of each type (a minimum effect worth an alarm; 0: none).
     max_current_rows:
         A current partition above this is sampled down (``seed``, deterministic) before scoring.
         Scores are effect sizes, so sampling changes them only by sampling noise; it bounds the
@@ -131,7 +135,7 @@ class DriftConfig:
     seed: int = 0
     calibration_quantile: float = 0.95
     calibration_margin: float = 1.5
-    calibration_chunks: int = 30
+    calibration_chunks: int = 365
     chunk_rows: int | None = None
     min_chunk_rows: int = 50
     min_numeric_threshold: float = 0.0

@@ -62,7 +62,7 @@ def test_reference_belongs_to_the_champion_and_is_kept_while_it_is(monitored):
     assert md["columns"]["prediction"] == "delayed_score"
     # every row of the window, labelled or not; no hand-set threshold: every one calibrated on its days
     assert md["labelled_rows"] <= md["source_rows"]
-    assert md["calibration"]["by"] == "day" and md["calibration"]["chunks"] == 30 and md["calibration"]["left_out"]
+    assert md["calibration"]["by"] == "day" and md["calibration"]["chunks"] == 37 and md["calibration"]["left_out"]
     rows = {r[0]: r for r in markdown_rows(md["thresholds"])}
     assert set(rows) == {*md["columns"]["numeric"], *md["columns"]["categorical"], "delayed_score"}
     assert {r[2] for r in rows.values()} == {"calibrated"}
