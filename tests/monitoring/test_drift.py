@@ -14,6 +14,7 @@ from ml_assets.monitoring.drift import (
     calibrate_thresholds,
     compute_drift,
     drift_settings,
+    margin_above,
     render_html,
 )
 from tests.conftest import FLIGHTS_YAML, real_features, run_subprocess_python
@@ -170,8 +171,11 @@ def test_thresholds_calibrated_on_the_reference_days(june):
     reference = calibrate_thresholds(reference, window, config, day_column="partition_date")
     assert reference.calibration["chunks"] == 20 and reference.calibration["by"] == "day"
     assert set(reference.thresholds) == {*COLUMNS.features, "delayed_score"}
+    assert reference.calibration["left_out"] is True
     for column, row in reference.calibration["columns"].items():
-        assert row["threshold"] == pytest.approx(1.5 * row["q0.95"], abs=1e-3) and row["max"] >= row["p50"] > 0
+        method = "jensenshannon" if column in COLUMNS.categorical else "wasserstein"
+        assert row["threshold"] == pytest.approx(margin_above(row["q0.95"], 1.5, method), abs=1e-3)
+        assert row["max"] >= row["p50"] > 0
     stable = june[june.partition_date == "2013-06-24"].reset_index(drop=True)
     assert not compute_drift(reference, stable, config).data_drift
     shifted = compute_drift(reference, stable.assign(distance=stable["distance"] * 1.5), config)
@@ -181,3 +185,12 @@ def test_thresholds_calibrated_on_the_reference_days(june):
     overridden = compute_drift(reference, stable, DriftConfig(thresholds={"distance": 1e-6}))
     assert overridden.drifted_columns == ["distance"]
     assert next(c for c in overridden.columns if c.column == "carrier").threshold == reference.thresholds["carrier"]
+
+
+def test_a_bounded_distance_keeps_its_threshold_below_the_bound():
+    """Jensen-Shannon distance is at most sqrt(ln 2): 1.5 x 0.57 would be above anything a column can
+    score, so the threshold stops halfway between the quantile and the bound."""
+    bound = 0.6931471805599453 ** 0.5
+    assert margin_above(0.57, 1.5, "jensenshannon") == pytest.approx(0.57 + (bound - 0.57) / 2)
+    assert margin_above(0.2, 1.5, "jensenshannon") == pytest.approx(0.3)  # far from the bound: the margin
+    assert margin_above(0.57, 1.5, "wasserstein") == pytest.approx(0.855)  # unbounded
