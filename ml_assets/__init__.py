@@ -42,8 +42,8 @@ warnings.filterwarnings(
 
 @dataclass(frozen=True)
 class TabularPipeline:
-    """One tabular pipeline: its spec, its YAML file, its definitions and (when monitored) the daily
-    job, which the daily schedule in ``sensors`` runs."""
+    """One tabular pipeline: its spec, its YAML file, its definitions and (when monitored and daily
+    partitioned) the daily job, which the daily schedule in ``sensors`` runs."""
 
     spec: PipelineSpec
     file: Path
@@ -72,11 +72,12 @@ def build_tabular_pipeline(spec: PipelineSpec, file: Path) -> TabularPipeline:
         from ml_assets.monitoring.assets import build_monitoring_defs, freshness_policy
 
         monitoring = build_monitoring_defs(spec, partitions_def)
-        daily_job = next(job for job in monitoring.jobs if job.name == pipeline_keys(spec).daily_job)
+        daily_job = next((job for job in monitoring.jobs if job.name == pipeline_keys(spec).daily_job), None)
         parts.append(monitoring)
     definitions = dg.Definitions.merge(*parts)
-    if spec.monitoring is not None:
-        # the daily deadline applies to what arrives every day: raw data and predictions
+    if spec.monitoring is not None and partitions_def is not None:
+        # the daily deadline applies to what arrives every day: raw data and predictions (a table
+        # without partitions arrives when it arrives: no deadline)
         keys = pipeline_keys(spec)
         fresh = {*(keys.raw(source) for source in spec.sources), keys.predictions}
         policy = freshness_policy(spec)

@@ -3,8 +3,9 @@
 For every pipeline with a model and daily partitions: the live promotion sensor (a challenger that
 beats the champion on served traffic becomes champion). For every tabular pipeline with a
 ``monitoring`` section: the drift sensor (drift alarms launch the
-training job on rolling windows), the daily schedule (a day's ingest, features, predictions and
-drift) and the weekly retraining schedule. For the whole code location: the alerts sensor (its
+training job on rolling windows; without partitions, an alarming report of the whole table launches
+it), the daily schedule (a day's ingest, features, predictions and drift; daily pipelines only) and
+the weekly retraining schedule. For the whole code location: the alerts sensor (its
 notifier resource comes from ``resources``). Sensors and schedules start STOPPED: turn them on in the
 UI (Automation) or with ``dagster sensor start`` / ``dagster schedule start``.
 

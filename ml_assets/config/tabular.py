@@ -639,7 +639,18 @@ class DriftSettings(Strict):
         default=None, gt=0, le=1, description="Calibrated threshold: this quantile of the reference days' scores ...")
     calibration_margin: float | None = Field(default=None, ge=1, description="... times this margin.")
     calibration_chunks: int | None = Field(
-        default=None, ge=2, le=1000, description="Days (or row chunks) of the reference period scored to calibrate.")
+        default=None, ge=2, le=1000, description="Most days (or row chunks) of the reference period scored to calibrate (365).")
+    chunk_rows: int | None = Field(
+        default=None, ge=10, description=(
+            "Unpartitioned pipelines: rows per chunk (calibration and comparison); default the training"
+            " split in calibration_chunks, at least min_chunk_rows."))
+    min_chunk_rows: int | None = Field(default=None, ge=10, description="Smallest default chunk.")
+    min_numeric_threshold: float | None = Field(
+        default=None, ge=0, description="Smallest calibrated numeric threshold (minimum effect).")
+    min_categorical_threshold: float | None = Field(
+        default=None, ge=0, description="Smallest calibrated categorical threshold (minimum effect).")
+    min_prediction_threshold: float | None = Field(
+        default=None, ge=0, description="Smallest calibrated prediction threshold (minimum effect).")
     reference_rows: int = Field(default=20_000, ge=100, description="Size of the reference sample.")
     html: Literal["alarms", "always", "never"] = Field(
         default="alarms",
@@ -764,8 +775,6 @@ class PipelineSpec(Strict):
             self._check_windows()
         if self.target.task == "multiclass" and self.evaluation.baselines:
             raise ValueError("evaluation.baselines (means of columns) are for binary or regression targets")
-        if self.monitoring is not None and self.partitioning is None:
-            raise ValueError("the 'monitoring' section needs a 'partitioning' section (drift is reported per day)")
         if self.monitoring is not None and self.model is None:
             raise ValueError("the 'monitoring' section needs a 'model' section (it watches its predictions)")
         return self

@@ -11,6 +11,11 @@
   (``monitoring.drift.html``) or on request (run config ``render_html: true``), saved under
   ``<data dir>/reports`` and logged to MLflow. Two checks, ``data_drift`` and ``prediction_drift``
   (WARN: they inform the drift sensor and the alerts, they do not block scoring).
+* Without partitions (``build_table_drift_asset``): the reference is the training split's rows, its
+  thresholds calibrated on equal row chunks of it, and ``<name>/drift_report`` compares the current
+  table's latest chunk by the time column (or, without one, every consecutive chunk of the table)
+  with it, with the same checks; Declarative Automation rebuilds it when the predictions change
+  (``ml_assets.monitoring.chunks``).
 
 pandas and Evidently are imported inside the functions.
 """
@@ -72,19 +77,30 @@ def build_reference_asset(spec: PipelineSpec) -> dg.AssetsDefinition:
             if built_for is not None and built_for.value == version:
                 context.log.info(f"the reference already belongs to champion version {version}: kept")
                 return
-        train_days = training_set.loc[training_set[SPLIT_COLUMN] == "train", PARTITION_COLUMN].astype(str)
-        first, last = train_days.min(), train_days.max()
-        # every row of the window, labelled or not: each day is scored on all its rows too
-        days_all = features[PARTITION_COLUMN].astype(str)
-        window = features[(days_all >= first) & (days_all <= last)].reset_index(drop=True)
+        if spec.partitioning is None:
+            from ml_assets.monitoring.chunks import table_reference_window
+
+            # the training split's rows (by time: every row up to the last training time)
+            window, day_column = table_reference_window(features, training_set, spec), None
+        else:
+            train_days = training_set.loc[training_set[SPLIT_COLUMN] == "train", PARTITION_COLUMN].astype(str)
+            first, last = train_days.min(), train_days.max()
+            # every row of the window, labelled or not: each day is scored on all its rows too
+            days_all = features[PARTITION_COLUMN].astype(str)
+            window = features[(days_all >= first) & (days_all <= last)].reset_index(drop=True)
+            day_column = PARTITION_COLUMN
         columns, config = drift_settings(spec)
         scored = window.assign(**{columns.prediction: model.score(window)["score"].to_numpy()})
         try:
             reference = build_reference(scored, columns, sample_size=settings.reference_rows, seed=spec.model.seed)
-            reference = calibrate_thresholds(reference, scored, config, day_column=PARTITION_COLUMN)
+            reference = calibrate_thresholds(reference, scored, config, day_column=day_column)
         except ValueError as exc:
             raise data_failure(f"reference of pipeline '{spec.name}': {exc}") from None
-        days = window[PARTITION_COLUMN].astype(str)
+        if day_column:
+            days = window[PARTITION_COLUMN].astype(str)
+            window_text = f"{days.min()} .. {days.max()}"
+        else:
+            window_text = f"the training split: {len(window)} rows, in chunks of {reference.calibration['chunk_rows']}"
         used = {c: config.threshold_for(c, "prediction" if c == columns.prediction else columns.type_of(c),
                                         reference.thresholds)
                 for c in [*columns.features, columns.prediction]}
@@ -98,7 +114,7 @@ def build_reference_asset(spec: PipelineSpec) -> dg.AssetsDefinition:
             reference,
             metadata={
                 "model_version": dg.MetadataValue.text(version),
-                "window": dg.MetadataValue.text(f"{days.min()} .. {days.max()}"),
+                "window": dg.MetadataValue.text(window_text),
                 "source_rows": dg.MetadataValue.int(reference.source_rows),
                 "labelled_rows": dg.MetadataValue.int(int(window[spec.target.name].notna().sum())),
                 "thresholds": dg.MetadataValue.md(markdown_table(threshold_rows)),
@@ -273,10 +289,120 @@ def build_drift_asset(
     return _drift
 
 
+# --------------------------------------------------------------------------------------------------
+# drift report of a table without partitions
+# --------------------------------------------------------------------------------------------------
+
+
+def table_metadata(chunks: list[Any], time_column: str | None) -> dict[str, Any]:
+    """The table's drift as typed metadata: the verdict of its compared chunks (``chunks.table_summary``),
+    the per-chunk table and, for one chunk, its per-column score table."""
+    from ml_assets.monitoring.chunks import table_summary
+    from ml_assets.monitoring.reports import score_rows
+
+    summary = table_summary(chunks)
+    metadata: dict[str, Any] = {
+        "compared": dg.MetadataValue.text(
+            f"the latest {chunks[0].result.current_rows} rows by `{time_column}`" if time_column
+            else f"{len(chunks)} consecutive chunk(s) of the table"),
+        "chunks": dg.MetadataValue.int(len(chunks)),
+        "share_drifted": float_value(summary["share_drifted"]),
+        "data_drift": dg.MetadataValue.bool(summary["data_drift"]),
+        "drifted_columns": dg.MetadataValue.text(", ".join(summary["drifted_columns"]) or "none"),
+        "prediction_drift": dg.MetadataValue.bool(summary["prediction_drift"]),
+        "missing_columns": dg.MetadataValue.text(", ".join(summary["missing_columns"]) or "none"),
+        "rows": dg.MetadataValue.int(int(summary["rows"])),
+        "alarm_chunks": dg.MetadataValue.int(sum(c.alarm for c in chunks)),
+        "chunk_verdicts": dg.MetadataValue.md(markdown_table([
+            {"chunk": c.day, "rows": c.result.current_rows, "share drifted": round(c.result.share_drifted, 3),
+             "drifted columns": ", ".join(c.result.drifted_columns) or "none",
+             "prediction score": "n/a" if c.result.prediction_score is None else f"{c.result.prediction_score:.4g}",
+             "prediction drift": "yes" if c.result.prediction_drift else "no"} for c in chunks])),
+    }
+    if summary["prediction_score"] is not None:
+        metadata["prediction_score"] = float_value(summary["prediction_score"])
+    if len(chunks) == 1:
+        metadata["scores"] = dg.MetadataValue.md(markdown_table(score_rows(chunks[0].result)))
+    html = [c.html for c in chunks if c.html is not None]
+    if html:
+        metadata["html_report_file"] = dg.MetadataValue.path(str(html[0]))
+    return metadata
+
+
+def build_table_drift_asset(spec: PipelineSpec) -> dg.AssetsDefinition:
+    """The drift report of an unpartitioned pipeline (``ml_assets.monitoring.chunks``)."""
+    keys = pipeline_keys(spec)
+    key, settings = keys.drift_report, spec.monitoring.drift
+    time_column = spec.model.windows.time_column
+    compared = (f"its latest rows by `{time_column}`" if time_column
+                else "the whole table in consecutive chunks")
+    checks = [
+        dg.AssetCheckSpec(DATA_DRIFT_CHECK, asset=key,
+                          description="No compared chunk's share of drifted feature columns reaches the share threshold."),
+        dg.AssetCheckSpec(PREDICTION_DRIFT_CHECK, asset=key,
+                          description="No compared chunk's prediction scores are further from the reference than the threshold."),
+    ]
+
+    @dg.asset(
+        key=key,
+        group_name=keys.monitoring_group,
+        kinds={"evidently", "parquet"},
+        ins={"features": dg.AssetIn(key=keys.features), "predictions": dg.AssetIn(key=keys.predictions),
+             "reference": dg.AssetIn(key=keys.reference)},
+        check_specs=checks,
+        # the report follows the table: new predictions (or a new reference) bring a new report
+        automation_condition=dg.AutomationCondition.eager(),
+        io_manager_key="parquet_io_manager",
+        description=(
+            f"Drift of the current {spec.name} table against the reference: {compared}, each chunk as"
+            " large as the chunks the thresholds were calibrated on, scored like a day of a daily"
+            " pipeline (Evidently metrics, effect sizes, calibrated thresholds). One row per monitored"
+            f" column and chunk. The table alarms when any compared chunk does. HTML report: {settings.html}."
+        ),
+    )
+    def _table_drift(context: dg.AssetExecutionContext, config: DriftRunConfig, features, predictions, reference):
+        from ml_assets.monitoring.chunks import drift_by_chunk
+        from ml_assets.monitoring.drift import drift_settings
+        from ml_assets.monitoring.reports import drift_frame
+
+        _, drift_config = drift_settings(spec)
+
+        def render(result: Any) -> bool:
+            alarm = result.data_drift or result.prediction_drift
+            return config.render_html or settings.html == "always" or (settings.html == "alarms" and alarm)
+
+        try:
+            chunks = drift_by_chunk(
+                reference, features, predictions, spec.sources[spec.primary_source].entity_key, drift_config,
+                time_column, render=render, report_folder=data_dir() / "reports" / spec.name / "drift" / context.run.run_id,
+            )
+        except ValueError as exc:
+            raise data_failure(f"drift report of pipeline '{spec.name}': {exc}") from None
+        if not chunks:
+            raise data_failure(f"drift report of pipeline '{spec.name}': the features table has 0 rows")
+        context.log.info(f"{len(chunks)} chunk(s) compared, {sum(c.alarm for c in chunks)} alarm(s)")
+        yield dg.Output(drift_frame(chunks), metadata=table_metadata(chunks, time_column))
+        for check, name in ((DATA_DRIFT_CHECK, "data"), (PREDICTION_DRIFT_CHECK, "prediction")):
+            failing = [c.day for c in chunks if (c.result.data_drift if name == "data" else c.result.prediction_drift)]
+            yield dg.AssetCheckResult(
+                check_name=check, passed=not failing, severity=dg.AssetCheckSeverity.WARN,
+                metadata={"chunks_checked": dg.MetadataValue.int(len(chunks)),
+                          "alarm_chunks": dg.MetadataValue.text("; ".join(failing) or "none"),
+                          "alarm_count": dg.MetadataValue.int(len(failing))},
+                description=(f"{name} drift in {len(failing)} of {len(chunks)} chunk(s): {'; '.join(failing[:10])}"
+                             if failing else f"no {name} drift in {len(chunks)} chunk(s)"),
+            )
+
+    return _table_drift
+
+
 def build_monitoring_assets(
-    spec: PipelineSpec, features_key: dg.AssetKey, partitions_def: dg.PartitionsDefinition
+    spec: PipelineSpec, features_key: dg.AssetKey, partitions_def: dg.PartitionsDefinition | None
 ) -> list[dg.AssetsDefinition]:
-    """The reference and daily drift report of ``spec`` (which has ``model`` and ``monitoring``)."""
+    """The reference and drift report of ``spec`` (which has ``model`` and ``monitoring``): daily, or
+    of the whole table when ``partitions_def`` is None."""
+    if partitions_def is None:
+        return [build_reference_asset(spec), build_table_drift_asset(spec)]
     return [build_reference_asset(spec), build_drift_asset(spec, features_key, partitions_def)]
 
 
@@ -290,15 +416,19 @@ def freshness_policy(spec: PipelineSpec) -> dg.FreshnessPolicy:
     )
 
 
-def monitoring_jobs(spec: PipelineSpec, partitions_def: dg.PartitionsDefinition) -> list[Any]:
-    """``<name>_drift_job`` (drift reports for a day or a range) and ``<name>_daily_job`` (a day's
-    ingest, validation, features, predictions and drift: what the daily schedule runs)."""
+def monitoring_jobs(spec: PipelineSpec, partitions_def: dg.PartitionsDefinition | None) -> list[Any]:
+    """``<name>_drift_job`` (drift reports for a day or a range; the table's report when unpartitioned)
+    and, for a daily pipeline, ``<name>_daily_job`` (a day's ingest, validation, features, predictions
+    and drift: what the daily schedule runs)."""
     drift_job = dg.define_asset_job(
         name=pipeline_keys(spec).drift_job,
         selection=dg.AssetSelection.assets(pipeline_keys(spec).drift_report),
         tags=launch_tags(),
-        description=f"Drift reports of the {spec.name} pipeline for a day or a range of days.",
+        description=(f"Drift reports of the {spec.name} pipeline for a day or a range of days." if partitions_def
+                     else f"The drift report of the {spec.name} table."),
     )
+    if partitions_def is None:
+        return [drift_job]  # no days: no daily job
     daily_job = dg.define_asset_job(
         name=pipeline_keys(spec).daily_job,
         selection=dg.AssetSelection.groups(pipeline_keys(spec).ingest_group, pipeline_keys(spec).scoring_group)
@@ -315,8 +445,9 @@ def monitoring_jobs(spec: PipelineSpec, partitions_def: dg.PartitionsDefinition)
     return [drift_job, daily_job]
 
 
-def build_monitoring_defs(spec: PipelineSpec, partitions_def: dg.PartitionsDefinition) -> dg.Definitions:
-    """The reference, the daily drift report, the drift job and the daily job of ``spec``."""
+def build_monitoring_defs(spec: PipelineSpec, partitions_def: dg.PartitionsDefinition | None) -> dg.Definitions:
+    """The reference, the drift report (daily, or of the whole table), the drift job and (daily) the
+    daily job of ``spec``."""
     return dg.Definitions(
         assets=build_monitoring_assets(spec, pipeline_keys(spec).features, partitions_def),
         jobs=monitoring_jobs(spec, partitions_def),

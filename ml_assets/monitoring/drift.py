@@ -35,8 +35,9 @@ predictions, reference = a 20,000-row sample of 2013-01-01..2013-08-31, every da
 
 from __future__ import annotations
 
+import math
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -107,11 +108,15 @@ class DriftConfig:
         ``data_drift`` when share_drifted >= this (0.1: any one of up to 10 columns). Each threshold
         is already above ordinary variation, and a retraining trigger must react to a single broken
         column (a doubled distance or a carrier-mix change drift one column only).
-    calibration_quantile / calibration_margin / calibration_chunks:
-        The calibration: up to ``calibration_chunks`` days (or equal row chunks) of the reference
-        period, each scored against the reference; a column's threshold is ``margin`` x the
-        ``quantile`` of its chunk scores. The flights pipeline's measured thresholds and the figures
-        behind them are in ``pipelines/flights.yaml`` and ``bench/drift_calibration.py``.
+    calibration_quantile / calibration_margin / calibration_chunks / chunk_rows / min_chunk_rows:
+        The calibration (``calibrate_thresholds``): every day of the reference period (up to
+        ``calibration_chunks``; a sample of 30 days estimates the 95th percentile too poorly), or
+        equal row chunks of ``chunk_rows`` (default the period split in ``calibration_chunks``, at
+        least ``min_chunk_rows``), each scored against the period without it; a column's threshold
+        is ``margin`` x the ``quantile`` of its chunk scores, for a bounded distance at most halfway
+        to the bound. Measured on flights 2013 and Minneapolis 2017: ``bench/drift_calibration.py``.
+    min_numeric_threshold / min_categorical_threshold / min_prediction_threshold:
+        The smallest calibrated threshold of each type (a minimum effect worth an alarm; 0: none).
     max_current_rows:
         A current partition above this is sampled down (``seed``, deterministic) before scoring.
         Scores are effect sizes, so sampling changes them only by sampling noise; it bounds the
@@ -130,7 +135,18 @@ class DriftConfig:
     seed: int = 0
     calibration_quantile: float = 0.95
     calibration_margin: float = 1.5
-    calibration_chunks: int = 30
+    calibration_chunks: int = 365
+    chunk_rows: int | None = None
+    min_chunk_rows: int = 50
+    min_numeric_threshold: float = 0.0
+    min_categorical_threshold: float = 0.0
+    min_prediction_threshold: float = 0.0
+
+    def min_threshold_for(self, column_type: str) -> float:
+        """The smallest calibrated threshold of a column type (the minimum effect worth an alarm)."""
+        if column_type == "prediction":
+            return self.min_prediction_threshold
+        return self.min_categorical_threshold if column_type == "categorical" else self.min_numeric_threshold
 
     def method_for(self, column_type: str) -> str:
         return self.categorical_method if column_type == "categorical" else self.numeric_method
@@ -285,53 +301,102 @@ def build_reference(frame, columns: DriftColumns = DriftColumns(), sample_size: 
                      source_rows=int(len(frame)), seed=seed)
 
 
-def reference_chunks(frame, day_column: str | None, chunks: int, seed: int = 0) -> list[Any]:
-    """Pieces of the reference period to compare with the whole: its days (``day_column``; at most
-    ``chunks`` of them, drawn with ``seed``), or ``chunks`` equal consecutive row chunks when there
-    are no days (unpartitioned data)."""
+#: Upper bounds of bounded distances: Evidently's Jensen-Shannon distance (natural logarithm) is at
+#: most sqrt(ln 2), reached when the two distributions share no value.
+DISTANCE_BOUNDS = {"jensenshannon": math.sqrt(math.log(2)), "hellinger": 1.0}
+
+
+def margin_above(quantile_score: float, margin: float, method: str) -> float:
+    """A threshold ``margin`` x the quantile of the ordinary scores; for a bounded distance, at most
+    halfway from the quantile to the bound. Without the cap, a column whose ordinary days already
+    reach two thirds of the bound would get a threshold above anything it can score, and its
+    monitor would be silently off (flights' visibility: ordinary days up to 0.57 of 0.83)."""
+    threshold = quantile_score * margin
+    bound = DISTANCE_BOUNDS.get(method)
+    if bound is not None and quantile_score < bound:
+        threshold = min(threshold, quantile_score + (bound - quantile_score) / 2)
+    return threshold
+
+
+def calibration_chunks(frame, day_column: str | None, config: DriftConfig) -> tuple[list[Any], int | None]:
+    """Row positions of the pieces of the reference period that are scored to calibrate, and the
+    chunk size (None for days): its days (``day_column``; at most ``calibration_chunks`` of them,
+    drawn with ``seed``), or, without days (unpartitioned data), consecutive chunks of ``chunk_rows``
+    rows in the frame's order (default: the frame split in ``calibration_chunks``, but at least
+    ``min_chunk_rows`` rows each)."""
     import numpy as np
 
     if day_column is not None and day_column in frame.columns and frame[day_column].notna().any():
-        groups = [part for _, part in frame.groupby(day_column)]
-        if len(groups) > chunks:
-            pick = np.random.default_rng(seed).choice(len(groups), size=chunks, replace=False)
+        labels = frame[day_column].astype(str).to_numpy()
+        groups = [np.flatnonzero(labels == day) for day in sorted(set(labels[frame[day_column].notna().to_numpy()]))]
+        if len(groups) > config.calibration_chunks:
+            pick = np.random.default_rng(config.seed).choice(len(groups), size=config.calibration_chunks, replace=False)
             groups = [groups[i] for i in sorted(pick)]
-        return [g.reset_index(drop=True) for g in groups]
-    size = max(1, len(frame) // chunks)
-    return [frame.iloc[i:i + size].reset_index(drop=True) for i in range(0, size * chunks, size) if i < len(frame)]
+        return groups, None
+    size = config.chunk_rows or max(config.min_chunk_rows, len(frame) // config.calibration_chunks)
+    return [np.arange(i, i + size) for i in range(0, len(frame) - size + 1, size)], size
+
+
+def drift_scores(reference: Reference, current, config: DriftConfig) -> dict[str, float]:
+    """Each compared column's score (features and prediction) of ``current`` against ``reference``;
+    columns that could not be scored (entirely null) are left out."""
+    result = compute_drift(reference, current, config)
+    rows = list(result.columns) + ([result.prediction] if result.prediction is not None else [])
+    return {row.column: row.score for row in rows if row.score is not None}
 
 
 def calibrate_thresholds(reference: Reference, frame, config: DriftConfig = DriftConfig(),
-                         day_column: str | None = None) -> Reference:
-    """Per-column thresholds from the reference period's own variation: each chunk of ``frame`` (a
-    day, or an equal row chunk) is scored against the reference like a current day, and a column's
-    threshold is ``calibration_margin`` x the ``calibration_quantile`` of its chunk scores. Stored on
-    the reference (``thresholds``, ``calibration``); YAML thresholds still take precedence."""
+                         day_column: str | None = None,
+                         scorer: Callable[[Reference, Any, DriftConfig], Mapping[str, float]] = drift_scores) -> Reference:
+    """Per-column thresholds from the reference period's own variation.
+
+    Each chunk of ``frame`` (a day, or an equal row chunk: ``calibration_chunks``) is scored like a
+    current day, against a pool of the reference period **without that chunk** (a random sample of
+    the other rows, as large as the reference sample): a future day is never part of the reference,
+    so a chunk must not be compared with itself (in-sample scores are too low when the period has
+    few days or chunks). A column's threshold is ``calibration_margin`` x the
+    ``calibration_quantile`` of its chunk scores (for a bounded distance at most halfway to the
+    bound: ``margin_above``), and at least the ``min_*_threshold`` of its type (``DriftConfig``). Stored on the reference (``thresholds``, ``calibration``, with
+    ``chunk_rows`` for row chunks); YAML thresholds still take precedence. ``scorer`` scores a chunk
+    (``drift_scores``: ``compute_drift``; the benchmark passes a vectorised equivalent)."""
     import numpy as np
 
-    chunks = reference_chunks(frame, day_column, config.calibration_chunks, config.seed)
+    chunks, chunk_rows = calibration_chunks(frame, day_column, config)
     if len(chunks) < 2:
-        raise ValueError(f"drift calibration needs at least 2 chunks of the reference period, got {len(chunks)}")
-    # score every chunk with the fallbacks only: the scores do not depend on thresholds
-    plain = Reference(reference.columns, reference.sample, reference.stats, reference.source_rows, reference.seed)
+        raise ValueError(f"drift calibration needs at least 2 chunks of the reference period, got {len(chunks)}"
+                         f" ({len(frame)} rows{'' if chunk_rows is None else f', chunks of {chunk_rows} rows'})")
+    columns = reference.columns
+    present = list(columns.features) + ([columns.prediction] if columns.prediction else [])
+    data = _normalize(frame, columns, present)
+    plain_config = DriftConfig(
+        numeric_method=config.numeric_method, categorical_method=config.categorical_method,
+        prediction_method=config.prediction_method, max_current_rows=config.max_current_rows, seed=config.seed)
+    pool_size = max(len(reference.sample), 1)
     scores: dict[str, list[float]] = {}
-    for chunk in chunks:
-        result = compute_drift(plain, chunk, DriftConfig(
-            numeric_method=config.numeric_method, categorical_method=config.categorical_method,
-            prediction_method=config.prediction_method, max_current_rows=config.max_current_rows, seed=config.seed))
-        rows = list(result.columns) + ([result.prediction] if result.prediction is not None else [])
-        for row in rows:
-            if row.score is not None:
-                scores.setdefault(row.column, []).append(row.score)
+    for positions in chunks:
+        rest = np.ones(len(data), dtype=bool)
+        rest[positions] = False
+        pool = data[rest]
+        if len(pool) > pool_size:
+            pool = pool.sample(n=pool_size, random_state=config.seed)
+        # score every chunk with the fallbacks only: the scores do not depend on thresholds
+        left_out = Reference(columns, pool.reset_index(drop=True), reference.stats, int(rest.sum()), reference.seed)
+        for column, score in scorer(left_out, frame.iloc[positions], plain_config).items():
+            scores.setdefault(column, []).append(float(score))
     thresholds, summary = {}, {}
+    quantile = f"q{config.calibration_quantile:g}"
     for column, values in scores.items():
         arr = np.asarray(values, dtype="float64")
         high = float(np.quantile(arr, config.calibration_quantile))
-        thresholds[column] = round(max(high * config.calibration_margin, 1e-3), 4)
-        summary[column] = {"p50": round(float(np.median(arr)), 4), f"q{config.calibration_quantile:g}": round(high, 4),
+        kind = "prediction" if column == columns.prediction else columns.type_of(column)
+        floor = config.min_threshold_for(kind)
+        method = config.prediction_method if kind == "prediction" else config.method_for(kind)
+        thresholds[column] = round(max(margin_above(high, config.calibration_margin, method), floor, 1e-3), 4)
+        summary[column] = {"p50": round(float(np.median(arr)), 4), quantile: round(high, 4),
                            "max": round(float(arr.max()), 4), "threshold": thresholds[column]}
     reference.thresholds = thresholds
-    reference.calibration = {"chunks": len(chunks), "by": "day" if day_column else "row chunk",
+    reference.calibration = {"chunks": len(chunks), "by": "day" if chunk_rows is None else "row chunk",
+                             "chunk_rows": chunk_rows, "left_out": True,
                              "quantile": config.calibration_quantile, "margin": config.calibration_margin,
                              "columns": summary}
     return reference
@@ -353,6 +418,12 @@ def _prepare(reference: Reference, current, config: DriftConfig):
     if prediction:
         present.append(prediction)
     return _normalize(current, columns, present), total, prediction
+
+
+def prepared_current(reference: Reference, current, config: DriftConfig):
+    """``current`` as ``compute_drift`` compares it: sampled down to ``max_current_rows``, only the
+    compared columns, categoricals as strings, numerics as float."""
+    return _prepare(reference, current, config)[0]
 
 
 def _definition(numeric: list[str], categorical: list[str]):

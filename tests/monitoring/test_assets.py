@@ -60,11 +60,13 @@ def test_reference_belongs_to_the_champion_and_is_kept_while_it_is(monitored):
     assert md["sample_rows"] == min(20_000, md["source_rows"]) > 1000
     assert set(md["columns"]["numeric"]) >= {"distance", "sched_dep_hour"}
     assert md["columns"]["prediction"] == "delayed_score"
-    # every row of the window, labelled or not; thresholds from the YAML, the score's calibrated
+    # every row of the window, labelled or not; no hand-set threshold: every one calibrated on its days
     assert md["labelled_rows"] <= md["source_rows"]
-    assert md["calibration"]["by"] == "day" and md["calibration"]["chunks"] == 30
+    assert md["calibration"]["by"] == "day" and md["calibration"]["chunks"] == 37 and md["calibration"]["left_out"]
     rows = {r[0]: r for r in markdown_rows(md["thresholds"])}
-    assert rows["distance"][1:3] == ["0.25", "YAML"] and rows["delayed_score"][1:3] == ["1.5", "YAML"]
+    assert set(rows) == {*md["columns"]["numeric"], *md["columns"]["categorical"], "delayed_score"}
+    assert {r[2] for r in rows.values()} == {"calibrated"}
+    assert all(float(r[1]) >= float(r[4]) > 0 for r in rows.values())  # at least the quantile of the days
     again = project.materialize([project.keys.reference])
     assert again.success and again.asset_materializations_for_node("flights__reference") == []
     client = project.tracking.client()

@@ -14,11 +14,13 @@ from ml_assets.monitoring.drift import (
     calibrate_thresholds,
     compute_drift,
     drift_settings,
+    margin_above,
     render_html,
 )
 from tests.conftest import FLIGHTS_YAML, real_features, run_subprocess_python
 
-# the flights pipeline's drift columns and measured thresholds, from its YAML (nothing in the code)
+# the flights pipeline's drift columns and settings, from its YAML (no hand-set threshold: each is
+# calibrated on the reference days, as the reference asset does)
 COLUMNS, CONFIG = drift_settings(load_pipeline(FLIGHTS_YAML))
 
 
@@ -36,7 +38,11 @@ def june():
 
 @pytest.fixture(scope="module")
 def reference(june):
-    return build_reference(june[june.partition_date < "2013-06-24"], COLUMNS, sample_size=10_000)
+    """Three weeks of June, calibrated on its 21 days (the YAML sets no threshold)."""
+    window = june[june.partition_date < "2013-06-24"]
+    assert not CONFIG.thresholds and CONFIG.prediction_threshold is None
+    reference = build_reference(window, COLUMNS, sample_size=10_000)
+    return calibrate_thresholds(reference, window, CONFIG, day_column="partition_date")
 
 
 @pytest.fixture(scope="module")
@@ -99,7 +105,7 @@ def test_null_weather_day_is_missing_data_not_drift(reference):
 def test_prediction_drift_on_shifted_scores(reference, stable_day):
     shifted = stable_day.assign(delayed_score=stable_day["delayed_score"] + 0.5)
     result = compute_drift(reference, shifted, CONFIG)
-    assert result.prediction_drift and result.prediction_score > CONFIG.prediction_threshold == 1.5
+    assert result.prediction_drift and result.prediction_score > reference.thresholds["delayed_score"]
     assert not result.data_drift  # features unchanged
     # without a score column the prediction part is simply skipped
     plain = compute_drift(reference, stable_day.drop(columns="delayed_score"), CONFIG)
@@ -165,8 +171,11 @@ def test_thresholds_calibrated_on_the_reference_days(june):
     reference = calibrate_thresholds(reference, window, config, day_column="partition_date")
     assert reference.calibration["chunks"] == 20 and reference.calibration["by"] == "day"
     assert set(reference.thresholds) == {*COLUMNS.features, "delayed_score"}
+    assert reference.calibration["left_out"] is True
     for column, row in reference.calibration["columns"].items():
-        assert row["threshold"] == pytest.approx(1.5 * row["q0.95"], abs=1e-3) and row["max"] >= row["p50"] > 0
+        method = "jensenshannon" if column in COLUMNS.categorical else "wasserstein"
+        assert row["threshold"] == pytest.approx(margin_above(row["q0.95"], 1.5, method), abs=1e-3)
+        assert row["max"] >= row["p50"] > 0
     stable = june[june.partition_date == "2013-06-24"].reset_index(drop=True)
     assert not compute_drift(reference, stable, config).data_drift
     shifted = compute_drift(reference, stable.assign(distance=stable["distance"] * 1.5), config)
@@ -176,3 +185,12 @@ def test_thresholds_calibrated_on_the_reference_days(june):
     overridden = compute_drift(reference, stable, DriftConfig(thresholds={"distance": 1e-6}))
     assert overridden.drifted_columns == ["distance"]
     assert next(c for c in overridden.columns if c.column == "carrier").threshold == reference.thresholds["carrier"]
+
+
+def test_a_bounded_distance_keeps_its_threshold_below_the_bound():
+    """Jensen-Shannon distance is at most sqrt(ln 2): 1.5 x 0.57 would be above anything a column can
+    score, so the threshold stops halfway between the quantile and the bound."""
+    bound = 0.6931471805599453 ** 0.5
+    assert margin_above(0.57, 1.5, "jensenshannon") == pytest.approx(0.57 + (bound - 0.57) / 2)
+    assert margin_above(0.2, 1.5, "jensenshannon") == pytest.approx(0.3)  # far from the bound: the margin
+    assert margin_above(0.57, 1.5, "wasserstein") == pytest.approx(0.855)  # unbounded

@@ -84,3 +84,63 @@ def test_cooldown_and_budget_stop_a_retrain_and_say_so(instance, flights_spec):
         "retrain": no_cooldown.monitoring.retrain.model_copy(update={"max_per_week": 2})})})
     allowed, _ = tick(build_drift_sensor(more), instance)
     assert isinstance(allowed, dg.RunRequest)
+
+
+# --------------------------------------------------------------------------- a table without partitions
+
+
+@pytest.fixture
+def table_spec():
+    from ml_assets.config import load_pipeline
+    from ml_assets.config.paths import REPO_ROOT
+
+    return load_pipeline(REPO_ROOT / "pipelines" / "examples" / "boston_housing.yaml")
+
+
+def report_table(instance, spec, data: bool, prediction: bool = False):
+    """The metadata an unpartitioned drift_report materialization carries (the whole table)."""
+    instance.report_runless_asset_event(dg.AssetMaterialization(
+        asset_key=pipeline_keys(spec).drift_report,
+        metadata={"data_drift": data, "prediction_drift": prediction, "drifted_columns": "rm" if data else "none",
+                  "alarm_chunks": 10 if data or prediction else 0, "chunks": 10},
+    ))
+
+
+def test_a_table_retrains_when_its_newest_report_alarms_once_per_report(instance, table_spec):
+    sensor = build_drift_sensor(table_spec)
+    assert sensor.name == "boston_housing_drift_retrain_sensor" and sensor.job_name == "boston_housing_training_job"
+    result, _ = tick(sensor, instance)
+    assert isinstance(result, dg.SkipReason) and "no drift reports" in result.skip_message
+    report_table(instance, table_spec, data=False)
+    result, cursor = tick(sensor, instance)
+    assert isinstance(result, dg.SkipReason) and "does not alarm" in result.skip_message
+    report_table(instance, table_spec, data=True)
+    request, cursor = tick(sensor, instance, cursor)
+    assert isinstance(request, dg.RunRequest)
+    report_id = json.loads(cursor)["report"]["storage_id"]
+    assert request.run_key == f"drift-retrain:boston_housing:report-{report_id}"
+    assert request.run_config == {}  # the YAML's split of the current table
+    assert request.tags[TRIGGER_TAG] == DRIFT_TRIGGER and request.tags[PIPELINE_TAG] == "boston_housing"
+    assert "data drift (rm) in 10 chunk(s)" in request.tags[REASON_TAG]
+    again, cursor = tick(sensor, instance, cursor)  # no new report: the same request (Dagster runs a key once)
+    assert isinstance(again, dg.RunRequest) and again.run_key == request.run_key
+    report_table(instance, table_spec, data=False, prediction=True)
+    newer, cursor = tick(sensor, instance, cursor)
+    assert isinstance(newer, dg.RunRequest) and newer.run_key != request.run_key
+    assert "prediction drift" in newer.tags[REASON_TAG]
+    report_table(instance, table_spec, data=False)
+    calm, _ = tick(sensor, instance, cursor)
+    assert isinstance(calm, dg.SkipReason) and "does not alarm" in calm.skip_message
+    drift_run_for(instance, "boston_housing")
+    report_table(instance, table_spec, data=True)
+    cooling, _ = tick(sensor, instance, cursor)
+    assert isinstance(cooling, dg.SkipReason) and "cooling down" in cooling.skip_message
+
+
+def drift_run_for(instance, pipeline: str):
+    @dg.asset(name="stand_in_table")
+    def stand_in_table():
+        return 1
+
+    assert dg.materialize([stand_in_table], instance=instance,
+                          tags={TRIGGER_TAG: DRIFT_TRIGGER, PIPELINE_TAG: pipeline}).success
