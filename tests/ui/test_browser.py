@@ -1,7 +1,8 @@
 """Layer 7: the Dagster UI in a real browser. Playwright drives Debian's Chromium headless against
 ``dagster dev`` and the MLflow UI, both started by ``scripts.dev`` (what ``./run.sh dev`` runs) on
 free ports of 127.0.0.1, over a small instance: a model trained and evaluated on the small flights
-windows (tests/conftest.py). Screenshots of every page land in ``test-screenshots/``.
+windows (tests/conftest.py), its drift reference, and one day scored and checked for drift with its
+HTML report rendered. Screenshots of every page land in ``test-screenshots/``.
 """
 
 import os
@@ -14,12 +15,21 @@ import pytest
 from ml_assets.keys import pipeline_keys
 from resources.tracking import MlflowTracking
 from scripts import dev
-from tests.conftest import REPO_ROOT, Project, free_port, own_store, small_pipeline, training_keys
+from tests.conftest import (
+    REPO_ROOT,
+    Project,
+    free_port,
+    metadata_of,
+    own_store,
+    small_pipeline,
+    training_keys,
+)
 
 pytestmark = pytest.mark.slow
 
 SCREENSHOTS = REPO_ROOT / "test-screenshots"
 TIMEOUT_MS = 120_000
+DRIFT_DAY = "2013-03-08"  # the snowstorm: a day whose report people open
 
 
 def chromium() -> str:
@@ -49,6 +59,13 @@ def ui(tmp_path_factory, feature_store):
                           tracking, instance)
         trained = project.materialize(training_keys())
         assert trained.success
+        keys = project.keys
+        assert project.materialize([keys.reference]).success
+        assert project.materialize([keys.predictions], partition_key=DRIFT_DAY).success
+        drift = project.materialize([keys.drift_report], partition_key=DRIFT_DAY, run_config={
+            "ops": {"flights__drift_report": {"config": {"render_html": True}}}})
+        assert drift.success
+        drift_metadata = metadata_of(drift, "flights__drift_report")
     env = {**os.environ, "DAGSTER_HOME": str(home), "ML_DATA_DIR": str(tmp / "data"),
            "MLFLOW_TRACKING_URI": tracking.resolved_tracking_uri()}
     servers = dev.start(dagster_port, mlflow_port, env=env, log_dir=tmp / "logs")
@@ -65,7 +82,7 @@ def ui(tmp_path_factory, feature_store):
             client = project.client()
             run = client.get_run(client.search_model_versions("name='flights_delay'")[0].run_id)
             yield {"page": page, "servers": servers, "keys": pipeline_keys("flights"), "tmp": tmp,
-                   "model_run": (run.info.run_id, run.info.run_name)}
+                   "model_run": (run.info.run_id, run.info.run_name), "drift": drift_metadata}
             browser.close()
     finally:
         servers.stop()
@@ -171,3 +188,23 @@ def test_materialize_one_partition_of_a_raw_asset_from_the_dialog(ui):
     page.goto(f"{ui['servers'].dagster_url}/runs/{run.run_id}")
     page.get_by_text("Success").first.wait_for()
     shot(page, "materialize_run")
+
+
+def test_drift_report_link_opens_the_report_with_the_days_verdict(ui):
+    """From a drift_report partition's page, its html_report link opens the Evidently report in the
+    MLflow UI, and the report's headline says what the day's data_drift says."""
+    page = ui["page"]
+    metadata = ui["drift"]
+    page.goto(f"{asset_url(ui, ui['keys'].drift_report)}?view=partitions&partition={DRIFT_DAY}")
+    dismiss_welcome(page)
+    page.get_by_text("data_drift", exact=True).first.wait_for()
+    link = page.locator(f"a[href*='drift_reports/{DRIFT_DAY}.html']").first
+    href = link.get_attribute("href")
+    assert href == metadata["html_report"] and href.startswith(f"{ui['servers'].mlflow_url}/#/experiments/")
+    shot(page, "drift_report_partition")
+    page.goto(href)
+    report = page.frame_locator("iframe.mlflow-html-iframe")  # the artifact, rendered by the MLflow UI
+    said, other = ("detected", "NOT detected") if metadata["data_drift"] else ("NOT detected", "detected")
+    report.get_by_text(f"Dataset Drift is {said}").first.wait_for()
+    assert report.get_by_text(f"Dataset Drift is {other}").count() == 0
+    shot(page, "drift_report_html")
