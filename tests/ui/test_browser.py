@@ -66,6 +66,7 @@ def ui(tmp_path_factory, feature_store):
             "ops": {"flights__drift_report": {"config": {"render_html": True}}}})
         assert drift.success
         drift_metadata = metadata_of(drift, "flights__drift_report")
+        evaluation = metadata_of(trained, "flights__model_evaluation") | {"run_id": trained.run_id}
     env = {**os.environ, "DAGSTER_HOME": str(home), "ML_DATA_DIR": str(tmp / "data"),
            "MLFLOW_TRACKING_URI": tracking.resolved_tracking_uri()}
     servers = dev.start(dagster_port, mlflow_port, env=env, log_dir=tmp / "logs")
@@ -82,7 +83,8 @@ def ui(tmp_path_factory, feature_store):
             client = project.client()
             run = client.get_run(client.search_model_versions("name='flights_delay'")[0].run_id)
             yield {"page": page, "servers": servers, "keys": pipeline_keys("flights"), "tmp": tmp,
-                   "model_run": (run.info.run_id, run.info.run_name), "drift": drift_metadata}
+                   "model_run": (run.info.run_id, run.info.run_name), "drift": drift_metadata,
+                   "evaluation": evaluation, "client": client}
             browser.close()
     finally:
         servers.stop()
@@ -140,6 +142,29 @@ def test_model_page_shows_metadata_and_its_mlflow_link_opens_the_run(ui):
     page.goto(href)
     page.get_by_text(run_name).first.wait_for()  # the MLflow UI's page of that run
     shot(page, "mlflow_run")
+
+
+def test_mlflow_links_of_the_evaluation_and_back_to_dagster(ui):
+    """The evaluation links to its MLflow run, artifacts, plots and model version in the MLflow UI that
+    scripts.dev started; the version and its run link back to the Dagster run and say what was
+    trained on which windows and what the gate decided; the version link opens that version."""
+    page, md = ui["page"], ui["evaluation"]
+    mlflow_url, dagster_url = ui["servers"].mlflow_url, ui["servers"].dagster_url
+    run_id, _ = ui["model_run"]
+    assert md["mlflow_run_url"].startswith(f"{mlflow_url}/#/experiments/") and md["mlflow_run_url"].endswith(run_id)
+    assert md["mlflow_artifacts_url"] == f"{md['mlflow_run_url']}/artifacts"
+    assert md["plots_url"] == f"{md['mlflow_run_url']}/artifacts/evaluation/plots"
+    assert md["model_version_url"] == f"{mlflow_url}/#/models/flights_delay/versions/{md['model_version']}"
+    client = ui["client"]
+    version = client.get_model_version("flights_delay", md["model_version"])
+    assert version.tags["evaluation_dagster_run_url"] == f"{dagster_url}/runs/{md['run_id']}"
+    assert version.tags["dagster_run_url"] == f"{dagster_url}/runs/{md['run_id']}"
+    assert "Windows: train 2013-01-15..2013-02-20" in version.description
+    assert f"Evaluation gate: {md['decision']}" in version.description
+    assert client.get_run(run_id).data.tags["mlflow.note.content"] == version.description
+    page.goto(md["model_version_url"])
+    page.get_by_text(f"Version {md['model_version']}").first.wait_for()  # the MLflow UI's version page
+    shot(page, "mlflow_model_version")
 
 
 def test_evaluation_plots_render(ui):
