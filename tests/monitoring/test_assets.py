@@ -101,8 +101,11 @@ def test_a_range_run_records_each_days_own_predictions_and_drift(monitored):
     """Predictions and drift of both days in one run: each day's metadata is the one-day run's."""
     project = monitored["project"]
     tags = {"dagster/asset_partition_range_start": DAYS[0], "dagster/asset_partition_range_end": DAYS[-1]}
-    result = project.materialize([project.keys.predictions, project.keys.drift_report], tags=tags)
+    # HTML reports on request, for every day of the range: each day links its own report
+    html = {"ops": {"flights__drift_report": {"config": {"render_html": True}}}}
+    result = project.materialize([project.keys.predictions, project.keys.drift_report], tags=tags, run_config=html)
     assert result.success
+    report_keys = ("html_report", "html_report_file", "html_bytes")
     for node in ("flights__predictions", "flights__drift_report"):
         per_day = {m.partition: m.metadata for m in result.asset_materializations_for_node(node)}
         assert sorted(per_day) == DAYS
@@ -110,8 +113,12 @@ def test_a_range_run_records_each_days_own_predictions_and_drift(monitored):
         for day in DAYS:
             single = {k: v for k, v in monitored["runs"][day][0 if node == "flights__predictions" else 1]
                       .asset_materializations_for_node(node)[0].metadata.items() if k != "compute_seconds"}
-            own = {k: v for k, v in per_day[day].items() if k not in (RUN_SUMMARY, "compute_seconds")}
+            own = {k: v for k, v in per_day[day].items()
+                   if k not in (RUN_SUMMARY, "compute_seconds", *report_keys)}
             assert own == single, (node, day)
+            if node == "flights__drift_report":
+                assert per_day[day]["html_report_file"].value.endswith(f"/{day}.html")
+                assert per_day[day]["html_bytes"].value > 100_000
     # The check history of each drift check: one real verdict per day and run, none "Skipped", and
     # the range run's verdict of a day is the one-day run's.
     drift_key = project.keys.drift_report
@@ -136,6 +143,15 @@ def test_a_range_run_records_each_days_own_predictions_and_drift(monitored):
     stored = pd.read_parquet(monitored["store"] / "flights" / "predictions" / f"{DAYS[0]}.parquet")
     assert predictions[DAYS[0]]["positive_share"].value == rounded(stored["delayed_predicted"].mean())
     assert predictions[DAYS[0]]["dagster/row_count"].value == len(stored)
+    # the day's schema and preview, and its missing inputs named by column
+    schema = [c.name for c in predictions[DAYS[0]]["dagster/column_schema"].schema.columns]
+    assert schema == list(stored.columns)
+    preview = markdown_rows(predictions[DAYS[0]]["preview"].value)
+    assert len(preview) == min(10, len(stored))
+    missing = {row[0]: int(row[1]) for row in markdown_rows(predictions[DAYS[0]]["missing_numeric_inputs"].value)}
+    features = pd.read_parquet(monitored["store"] / "flights" / "features" / f"{DAYS[0]}.parquet")
+    numeric = features[[c for c in project.spec.features.numeric if c in features]].isna().sum()
+    assert missing == {c: int(n) for c, n in numeric.items() if n}
 
 
 def shifted_store(monitored, tmp_path, change) -> "Project":

@@ -13,6 +13,7 @@ import dagster as dg
 import pytest
 
 from ml_assets.keys import pipeline_keys
+from ml_assets.metadata import rounded
 from resources.tracking import MlflowTracking
 from scripts import dev
 from tests.conftest import (
@@ -21,6 +22,7 @@ from tests.conftest import (
     free_port,
     metadata_of,
     own_store,
+    service_reachable,
     small_pipeline,
     training_keys,
 )
@@ -88,6 +90,12 @@ def ui(tmp_path_factory, feature_store):
             browser.close()
     finally:
         servers.stop()
+    # stopped together: every process group of both UIs is gone and neither port answers
+    for process in servers.processes:
+        assert process.poll() is not None
+        with pytest.raises(ProcessLookupError):
+            os.killpg(process.pid, 0)
+    assert not service_reachable("127.0.0.1", dagster_port) and not service_reachable("127.0.0.1", mlflow_port)
 
 
 def shot(page, name: str) -> Path:
@@ -162,6 +170,10 @@ def test_mlflow_links_of_the_evaluation_and_back_to_dagster(ui):
     assert "Windows: train 2013-01-15..2013-02-20" in version.description
     assert f"Evaluation gate: {md['decision']}" in version.description
     assert client.get_run(run_id).data.tags["mlflow.note.content"] == version.description
+    # metadata a person reads: each metric once, as a number rounded to 4 significant digits
+    assert not [name for name, value in md.items() if isinstance(value, (dict, list))]
+    floats = {name: value for name, value in md.items() if isinstance(value, float)}
+    assert len(floats) > 10 and all(value == rounded(value) for value in floats.values()), floats
     page.goto(md["model_version_url"])
     page.get_by_text(f"Version {md['model_version']}").first.wait_for()  # the MLflow UI's version page
     shot(page, "mlflow_model_version")
