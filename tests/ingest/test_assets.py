@@ -329,3 +329,31 @@ def test_unreadable_sources_fail_clearly_and_keep_stored_data(
     assert "source 'flights'" in message
     for file, content in stored_good_day.items():
         assert file.read_bytes() == content, f"{file} changed"
+
+
+def test_a_bad_day_in_a_range_fails_its_own_check_and_the_history_has_no_skipped_rows(
+    csv_pipeline, stored_good_day, resources, instance
+):
+    """Negative distances on 2013-03-08 in a run of 03-07..03-08: the blocking check fails on that
+    day only (with the day's own counts), the other day passes, nothing is stored, and every check
+    of both days has a real verdict in the history (none "Skipped")."""
+    build, path, rows = csv_pipeline
+    _corrupt(rows, "negative_distance").to_csv(path, index=False)
+    spec, assets = build()
+    result = dg.materialize(raw_assets(spec, assets), resources=resources, instance=instance,
+                            tags=range_tags("2013-03-07", "2013-03-08"), raise_on_error=False)
+    assert not result.success
+    key = pipeline_keys(spec).raw("flights")
+    records = instance.event_log_storage.get_asset_check_execution_history(dg.AssetCheckKey(key, "ranges"), limit=100)
+    mine = {r.partition: r for r in records if r.run_id == result.run_id}
+    assert {day: r.status.value for day, r in mine.items()} == {"2013-03-07": "SUCCEEDED", "2013-03-08": "FAILED"}
+    failed = mine["2013-03-08"].evaluation
+    assert failed.severity == dg.AssetCheckSeverity.ERROR and failed.metadata["unexpected_rows"].value == 3
+    assert "distance" in failed.description and "2013-03-08" in failed.description
+    day8 = (rows.day == 8).sum()
+    assert f"3 of {day8} rows" in failed.description  # the day's own rows, as a one-day run counts
+    for group in CHECK_GROUPS:
+        statuses = [status for status, _, _ in check_history(instance, dg.AssetCheckKey(key, group))]
+        assert "SKIPPED" not in statuses and "EXECUTION_FAILED" not in statuses, (group, statuses)
+    for file, content in stored_good_day.items():
+        assert file.read_bytes() == content, f"{file} changed"
