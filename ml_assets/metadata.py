@@ -142,6 +142,43 @@ def add_run_summary(context: dg.AssetExecutionContext, keys: list[str], figures:
     )
 
 
+def partition_check_results(
+    context: dg.AssetExecutionContext, results: dict[str | None, list[dg.AssetCheckResult]]
+):
+    """The check results of a step, one evaluation per check and partition.
+
+    ``results`` maps each partition key of the step (``None`` when the asset is unpartitioned) to
+    that partition's own ``AssetCheckResult``s. A partitioned run makes Dagster 1.13 plan each check
+    of the step once per partition of the run (one row per partition in the check's history), and an
+    evaluation closes only the row of its own partition: whatever row no evaluation closes shows as
+    "Skipped" once the run ends. So the check specs are partitioned like their asset, an
+    unpartitioned or one-partition run yields its results as they are (Dagster adds the partition),
+    and a run over several partitions yields each check's output once and then one
+    ``AssetCheckEvaluation`` per partition, with that partition's own verdict and metadata.
+    """
+    keys = partition_keys(context)
+    if keys is None or len(keys) == 1:
+        for day_results in results.values():
+            yield from day_results
+        return
+    specs = {spec.key: spec for spec in context.assets_def.check_specs}
+    selected = context.selected_asset_check_keys
+    announced: set[dg.AssetCheckKey] = set()
+    for partition, day_results in results.items():
+        for result in day_results:
+            key = dg.AssetCheckKey(result.asset_key or context.asset_key, result.check_name)
+            if key not in selected:
+                continue
+            if key not in announced:  # the check's output, which blocked downstream steps wait for
+                announced.add(key)
+                yield dg.Output(None, output_name=context.assets_def.get_output_name_for_asset_check_key(key))
+            yield dg.AssetCheckEvaluation(
+                asset_key=key.asset_key, check_name=key.name, passed=result.passed,
+                metadata=result.metadata, severity=result.severity, description=result.description,
+                blocking=specs[key].blocking, partition=partition,
+            )
+
+
 def _group_positions(values) -> dict[str, Any]:
     import pandas as pd
 

@@ -27,6 +27,26 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 
 
+def group_alive(pgid: int) -> bool:
+    """Whether any process of group ``pgid`` still runs (zombies, which only wait for their parent
+    to collect them, do not count; without /proc, any member counts)."""
+    proc = Path("/proc")
+    if not proc.is_dir():
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return False
+        return True
+    for stat in proc.glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue  # the process ended while we looked
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            return True
+    return False
+
+
 @dataclass
 class DevServers:
     """The running Dagster (and MLflow) UI processes and their URLs."""
@@ -36,23 +56,28 @@ class DevServers:
     processes: list[subprocess.Popen] = field(default_factory=list)
 
     def stop(self, timeout: float = 20) -> None:
-        """Stop every process group, politely first (SIGTERM), then SIGKILL."""
+        """Stop every process group, politely first (SIGTERM), then SIGKILL: the group leaders and
+        what they started (``dagster dev``'s webserver, daemon and code servers), which may outlive
+        their leader by a few seconds while they shut down."""
         for process in self.processes:
-            if process.poll() is None:
-                try:
-                    os.killpg(process.pid, signal.SIGTERM)
-                except ProcessLookupError:
-                    pass
+            try:
+                os.killpg(process.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
         deadline = time.monotonic() + timeout
         for process in self.processes:
             try:
                 process.wait(max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
+                pass
+            while group_alive(process.pid) and time.monotonic() < deadline:
+                time.sleep(0.2)
+            if group_alive(process.pid):
                 try:
                     os.killpg(process.pid, signal.SIGKILL)
                 except ProcessLookupError:
                     pass
-                process.wait()
+            process.wait()
 
     def wait_until_up(self, timeout: float = 180) -> None:
         """Block until both UIs answer over HTTP (or raise, naming the one that did not)."""

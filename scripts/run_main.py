@@ -212,8 +212,8 @@ def summary() -> str:
 
 def latest_check_evaluations(instance) -> dict:
     """The newest evaluation of each (asset check, partition), read run by run through the
-    instance's run records and each run's event records (a range run evaluates a check once for the
-    whole range, with no partition)."""
+    instance's run records and each run's event records (the checks of daily assets are evaluated
+    once per day, also in a range run)."""
     import dagster as dg
 
     latest: dict = {}

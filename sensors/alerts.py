@@ -50,28 +50,47 @@ def check_observations(instance: dg.DagsterInstance, check_keys, state: dict[str
             run_id, cursor=cursors.get(run_id, [None])[0], of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION
         )
         cursors[run_id] = [connection.cursor, run.update_timestamp.timestamp()]
+        # one observation per check and run: the checks of daily assets report once per day, so a
+        # range run's days are gathered (failing if any day failed, naming the failed days)
+        by_check: dict[Any, list] = {}
         for record in connection.records:
             evaluation = record.event_log_entry.dagster_event.event_specific_data
             if not isinstance(evaluation, dg.AssetCheckEvaluation) or evaluation.asset_check_key not in wanted:
                 continue
-            asset = evaluation.asset_key.to_user_string()
-            blocking = evaluation.severity == dg.AssetCheckSeverity.ERROR
-            where = f" (partition {evaluation.partition})" if evaluation.partition else ""
-            observations.append(Observation(
-                key=f"check:{asset}:{evaluation.check_name}",
-                ok=bool(evaluation.passed),
-                title=f"{'Check' if blocking else 'Warning check'} {evaluation.check_name} on {asset}"
-                      f" {'passed' if evaluation.passed else 'failed'}{where}",
-                body=f"{evaluation.description or ''}\nrun {run_id}",
-                severity="failure" if blocking else "warning",
-                event_id=f"check-evaluation:{run_id}:{record.storage_id}",
-            ))
+            by_check.setdefault(evaluation.asset_check_key, []).append((record.storage_id, evaluation))
+        for evaluations in by_check.values():
+            observations.append(check_observation(run_id, evaluations))
         since = max(since, run.update_timestamp.timestamp())
     state["check_runs_since"] = since
     # runs updated within RECHECK_SECONDS of the newest are read again (same-instant updates): keep
     # their cursors so nothing is read twice; older ones are done
     state["check_runs"] = {r: c for r, c in cursors.items() if c[1] >= since - 2 * RECHECK_SECONDS}
     return observations
+
+
+def check_observation(run_id: str, evaluations: list[tuple[int, Any]]) -> Observation:
+    """One check's evaluations in one run (``(storage id, evaluation)``, one per partition of a
+    daily check, or one) as one observation: failing when any failed, naming the failed partitions."""
+    first = evaluations[0][1]
+    asset = first.asset_key.to_user_string()
+    failed = [evaluation for _, evaluation in evaluations if not evaluation.passed]
+    shown = failed or [first]
+    blocking = any(e.severity == dg.AssetCheckSeverity.ERROR for e in shown)
+    if len(evaluations) == 1:
+        where = f" (partition {first.partition})" if first.partition else ""
+    else:
+        days = ", ".join(str(e.partition) for e in failed[:10]) + (" ..." if len(failed) > 10 else "")
+        where = f" on {len(failed)} of {len(evaluations)} partitions: {days}" if failed else \
+            f" on {len(evaluations)} partitions"
+    return Observation(
+        key=f"check:{asset}:{first.check_name}",
+        ok=not failed,
+        title=f"{'Check' if blocking else 'Warning check'} {first.check_name} on {asset}"
+              f" {'passed' if not failed else 'failed'}{where}",
+        body="\n".join(e.description or "" for e in shown[:10]) + f"\nrun {run_id}",
+        severity="failure" if blocking else "warning",
+        event_id=f"check-evaluation:{run_id}:{evaluations[-1][0]}",
+    )
 
 
 def _run_observations(instance: dg.DagsterInstance, cursors: dict[str, str | None]) -> list[Observation]:

@@ -243,6 +243,23 @@ def check_passes(result) -> dict[str, bool]:
     }
 
 
+def check_history(instance, check_key) -> list[tuple[str, str | None, object]]:
+    """Every execution of ``check_key`` the UI lists in its check history, newest first, as
+    ``(status, partition, evaluation)``, read through the instance's event log storage
+    (``get_asset_check_execution_history``). The status is resolved as the UI resolves it (Dagster's
+    ``AssetCheckExecutionRecord.resolve_status``): a check planned by a run that ended without
+    evaluating it is SKIPPED (EXECUTION_FAILED when the run failed, IN_PROGRESS while it runs)."""
+    rows = []
+    for record in instance.event_log_storage.get_asset_check_execution_history(check_key, limit=10_000):
+        status = record.status.value
+        if status == "PLANNED":
+            run = instance.get_run_by_id(record.run_id)
+            status = ("SKIPPED" if run is None or (run.is_finished and run.status != dg.DagsterRunStatus.FAILURE)
+                      else "EXECUTION_FAILED" if run.is_finished else "IN_PROGRESS")
+        rows.append((status, record.partition, record.evaluation))
+    return rows
+
+
 def markdown_rows(text: str) -> list[list[str]]:
     """The body rows of a markdown table, as lists of stripped cells (whatever the padding)."""
     rows = []

@@ -11,7 +11,7 @@ import dagster as dg
 
 from ml_assets.config.tabular import PARTITION_COLUMN, PipelineSpec
 from ml_assets.execution import backfill_policy
-from ml_assets.ingest.validation import CHECK_DESCRIPTIONS, CHECK_GROUPS, CheckOutcome
+from ml_assets.ingest.validation import CHECK_DESCRIPTIONS, CHECK_GROUPS, CheckOutcome, outcomes_by_day
 from ml_assets.keys import pipeline_keys
 from ml_assets.metadata import (
     code_version,
@@ -19,6 +19,7 @@ from ml_assets.metadata import (
     markdown_table,
     frame_metadata,
     partition_keys,
+    partition_check_results,
     partition_metadata,
     partition_window,
 )
@@ -54,6 +55,18 @@ def check_metadata(outcome: CheckOutcome) -> dict[str, Any]:
         metadata["failures"] = dg.MetadataValue.md(markdown_table(outcome.failure_rows()))
         metadata["examples"] = dg.MetadataValue.json(outcome.examples())
     return metadata
+
+
+def check_result(key: dg.AssetKey, outcome: CheckOutcome) -> dg.AssetCheckResult:
+    """The asset check of one validation group (``outcome``) on ``key``."""
+    return dg.AssetCheckResult(
+        asset_key=key,
+        check_name=outcome.name,
+        passed=outcome.passed,
+        severity=dg.AssetCheckSeverity.WARN if outcome.severity == "WARN" else dg.AssetCheckSeverity.ERROR,
+        metadata=check_metadata(outcome),
+        description=outcome.describe(CHECK_DESCRIPTIONS[outcome.name]),
+    )
 
 
 def required_columns(spec: PipelineSpec, source: str, pipeline_file: Any = None) -> dict[str, str]:
@@ -112,8 +125,10 @@ def build_raw_asset(
     metadata: dict[str, Any] = {"source_kind": source_spec.kind}
     if partitions_def is not None and time_column:
         metadata |= {"partition_time_column": time_column, "partition_timezone": timezone}
+    # partitioned like the asset: each day gets its own verdict (see partition_check_results)
     check_specs = [
-        dg.AssetCheckSpec(name=group, asset=key, blocking=True, description=CHECK_DESCRIPTIONS[group])
+        dg.AssetCheckSpec(name=group, asset=key, blocking=True, description=CHECK_DESCRIPTIONS[group],
+                          partitions_def=partitions_def)
         for group in CHECK_GROUPS
     ]
     description = (
@@ -153,10 +168,14 @@ def build_raw_asset(
         if keys is not None and time_column and time_column in frame.columns:
             partition_column = PARTITION_COLUMN
             checked = frame.assign(**{PARTITION_COLUMN: local_days(frame[time_column], timezone)})
-        outcomes = validate_frame(
-            checked, source_spec.validation, source_spec.entity_key, label,
-            partition_column=partition_column, expected_partitions=keys, required=required,
-        )
+
+        def validate(rows, days):
+            return validate_frame(
+                rows, source_spec.validation, source_spec.entity_key, label,
+                partition_column=partition_column, expected_partitions=days, required=required,
+            )
+
+        outcomes = validate(checked, keys)
         failures = [o for o in outcomes.values() if not o.passed]
         blocking = [o.name for o in failures if o.severity == "ERROR"]
         if failures:
@@ -179,16 +198,16 @@ def build_raw_asset(
                                  "days without rows": len(set(keys) - set(days.unique()))},
             )
             yield dg.Output(frame, metadata=metadata)
-        for group in CHECK_GROUPS:
-            outcome = outcomes[group]
-            yield dg.AssetCheckResult(
-                asset_key=key,
-                check_name=group,
-                passed=outcome.passed,
-                severity=dg.AssetCheckSeverity.WARN if outcome.severity == "WARN" else dg.AssetCheckSeverity.ERROR,
-                metadata=check_metadata(outcome),
-                description=outcome.describe(CHECK_DESCRIPTIONS[group]),
-            )
+        if keys is None or len(keys) == 1 or partition_column is None:
+            # the run's outcome is each partition's (rows without a time column cannot be split)
+            by_day = {day: outcomes for day in keys or [None]}
+        else:
+            by_day = outcomes_by_day(outcomes, keys, lambda day: validate(
+                checked[checked[PARTITION_COLUMN] == day].reset_index(drop=True), [day]))
+        yield from partition_check_results(context, {
+            day: [check_result(key, day_outcomes[group]) for group in CHECK_GROUPS]
+            for day, day_outcomes in by_day.items()
+        })
 
     return _raw
 

@@ -169,3 +169,29 @@ def validate_frame(
             expectations=sum(1 for plan in group_plans if plan.expectation is not None),
         )
     return outcomes
+
+
+def outcomes_by_day(
+    outcomes: dict[str, CheckOutcome], days: list[str], validate_day
+) -> dict[str, dict[str, CheckOutcome]]:
+    """Each day's own outcomes, from ``outcomes`` of the whole range validated as one frame.
+
+    A day that a failed rule names is validated again alone (``validate_day(day)``), so its
+    outcomes are what a run of that one day records; every other day passes each group with the
+    range's expectations, except for failures of the whole table (a missing column, a wrong type:
+    they name no day), which every day shares.
+    """
+    named = {day for outcome in outcomes.values() for failure in outcome.failures for day in failure.partitions}
+    by_day: dict[str, dict[str, CheckOutcome]] = {}
+    for day in days:
+        if day in named:
+            by_day[day] = validate_day(day)
+            continue
+        by_day[day] = {}
+        for group, outcome in outcomes.items():
+            table = [failure for failure in outcome.failures if not failure.partitions]
+            by_day[day][group] = CheckOutcome(
+                name=group, passed=not table, severity=outcome.severity, failures=table,
+                expectations=outcome.expectations,
+            )
+    return by_day

@@ -29,7 +29,16 @@ from ml_assets.config.paths import data_dir
 from ml_assets.config.tabular import PARTITION_COLUMN, SPLIT_COLUMN, PipelineSpec
 from ml_assets.execution import backfill_policy, launch_tags, small_run_executor
 from ml_assets.keys import DATA_DRIFT_CHECK, PREDICTION_DRIFT_CHECK, pipeline_keys
-from ml_assets.metadata import add_run_summary, data_failure, float_value, markdown_table, partition_keys, code_version
+from ml_assets.metadata import (
+    add_run_summary,
+    code_version,
+    data_failure,
+    float_value,
+    markdown_table,
+    partition_check_results,
+    partition_keys,
+    rounded,
+)
 from ml_assets.training.registry import CHAMPION
 from resources.tracking import MlflowTracking
 
@@ -190,19 +199,50 @@ def day_metadata(day: Any, report_url: str | None = None, stored_at: str | None 
     return metadata
 
 
+def drift_checks(day: str, drift: Any | None) -> list[dg.AssetCheckResult]:
+    """The day's ``data_drift`` and ``prediction_drift`` checks (WARN) from its drift (a
+    ``reports.DayDrift``, or ``None`` when the day has no feature rows to compare)."""
+    if drift is None:
+        return [dg.AssetCheckResult(check_name=check, passed=True, severity=dg.AssetCheckSeverity.WARN,
+                                    metadata={"rows": dg.MetadataValue.int(0)},
+                                    description=f"{day}: no feature rows, nothing to compare")
+                for check in (DATA_DRIFT_CHECK, PREDICTION_DRIFT_CHECK)]
+    result = drift.result
+    drifted = ", ".join(result.drifted_columns)
+    score = {} if result.prediction_score is None else {"prediction_score": float_value(result.prediction_score)}
+    return [
+        dg.AssetCheckResult(
+            check_name=DATA_DRIFT_CHECK, passed=not result.data_drift, severity=dg.AssetCheckSeverity.WARN,
+            metadata={"share_drifted": float_value(result.share_drifted),
+                      "drifted_columns": dg.MetadataValue.text(drifted or "none"),
+                      "rows": dg.MetadataValue.int(int(result.current_rows))},
+            description=(f"{day}: data drift in {drifted} (share {rounded(result.share_drifted)})"
+                         if result.data_drift else f"{day}: no data drift"),
+        ),
+        dg.AssetCheckResult(
+            check_name=PREDICTION_DRIFT_CHECK, passed=not result.prediction_drift,
+            severity=dg.AssetCheckSeverity.WARN,
+            metadata={**score, "rows": dg.MetadataValue.int(int(result.current_rows))},
+            description=(f"{day}: prediction drift (score {rounded(result.prediction_score)})"
+                         if result.prediction_drift else f"{day}: no prediction drift"),
+        ),
+    ]
+
+
 def build_drift_asset(
     spec: PipelineSpec, features_key: dg.AssetKey, partitions_def: dg.PartitionsDefinition
 ) -> dg.AssetsDefinition:
     key = pipeline_keys(spec).drift_report
     settings = spec.monitoring.drift
     checks = [
+        # partitioned like the asset: each day its own verdict (see partition_check_results)
         dg.AssetCheckSpec(
-            DATA_DRIFT_CHECK, asset=key,
-            description="No day's share of drifted feature columns reaches the YAML's share threshold.",
+            DATA_DRIFT_CHECK, asset=key, partitions_def=partitions_def,
+            description="The day's share of drifted feature columns stays below the YAML's share threshold.",
         ),
         dg.AssetCheckSpec(
-            PREDICTION_DRIFT_CHECK, asset=key,
-            description="No day's prediction scores are further from the reference scores than the threshold.",
+            PREDICTION_DRIFT_CHECK, asset=key, partitions_def=partitions_def,
+            description="The day's prediction scores are no further from the reference scores than the threshold.",
         ),
     ]
 
@@ -275,16 +315,8 @@ def build_drift_asset(
         elif reports:
             output_metadata = day_metadata(reports[0], links.get(reports[0].day), stored.get(reports[0].day))
         yield dg.Output(drift_frame(reports), metadata=output_metadata)
-        for check, name in ((DATA_DRIFT_CHECK, "data"), (PREDICTION_DRIFT_CHECK, "prediction")):
-            failing = alarms[name]
-            yield dg.AssetCheckResult(
-                check_name=check, passed=not failing, severity=dg.AssetCheckSeverity.WARN,
-                metadata={"days_checked": dg.MetadataValue.int(checked),
-                          "alarm_days": dg.MetadataValue.text(", ".join(failing) or "none"),
-                          "alarm_count": dg.MetadataValue.int(len(failing))},
-                description=(f"{name} drift on {len(failing)} of {checked} day(s): {', '.join(failing[:10])}"
-                             if failing else f"no {name} drift on {checked} day(s)"),
-            )
+        by_day = {d.day: d for d in reports}
+        yield from partition_check_results(context, {day: drift_checks(day, by_day.get(day)) for day in days})
 
     return _drift
 

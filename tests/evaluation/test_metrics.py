@@ -376,3 +376,24 @@ def test_import_is_cheap():
     )
     out = run_subprocess_python(code, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_a_bootstrap_p_value_no_resample_reached_is_shown_as_below_one_over_b():
+    """The evaluation's ``p_value_shown``: a clearly better model's paired bootstrap reaches no
+    resample with delta <= 0, so its p-value is 1/(B+1) and is shown as "< 1/B", never as "0"; an
+    ordinary p-value is shown with 4 significant digits."""
+    from ml_assets.evaluation.assets import shown_p_value
+
+    rng = np.random.default_rng(3)
+    y = rng.integers(0, 2, 400)
+    better = np.clip(y * 0.6 + rng.random(400) * 0.4, 0, 1)
+    worse = rng.random(400)
+    result = paired_bootstrap_auc(y, better, worse, n_boot=500)
+    assert result["n_boot"] == 500 and result["p_value"] == pytest.approx(1 / 501)
+    assert shown_p_value(result["p_value"], result["n_boot"]) == \
+        "< 1/500 (no resample reached the observed difference)"
+    close = paired_bootstrap_auc(y, worse, rng.random(400), n_boot=500)
+    assert 0.01 < close["p_value"] < 1
+    shown = shown_p_value(close["p_value"], close["n_boot"])
+    assert not shown.startswith("<") and float(shown) == pytest.approx(close["p_value"], rel=1e-3)
+    assert shown_p_value(0.0123456) == "0.01235" and shown_p_value(1e-300) == "< 1e-16"

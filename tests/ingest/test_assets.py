@@ -17,7 +17,7 @@ from ml_assets.ingest.assets import build_ingest_defs, daily_partitions
 from ml_assets.ingest.validation import CHECK_DESCRIPTIONS, CHECK_GROUPS
 from ml_assets.keys import pipeline_keys
 from ml_assets.metadata import RUN_SUMMARY, rounded
-from tests.conftest import markdown_rows
+from tests.conftest import check_history, markdown_rows
 
 LEAKAGE = {"dep_time", "dep_delay", "arr_time", "air_time", "arr_delay", "tailnum"}
 
@@ -37,10 +37,11 @@ def range_tags(start: str, end: str) -> dict[str, str]:
     return {"dagster/asset_partition_range_start": start, "dagster/asset_partition_range_end": end}
 
 
-def check_evaluations(result) -> dict[tuple[str, str], object]:
+def check_evaluations(result) -> dict[tuple[str, str, str | None], object]:
+    """``{(asset, check, partition): evaluation}`` of a run (the raw assets' checks are per day)."""
     return {
-        (e.asset_check_evaluation_data.asset_key.path[-1], e.asset_check_evaluation_data.check_name):
-            e.asset_check_evaluation_data
+        (e.asset_check_evaluation_data.asset_key.path[-1], e.asset_check_evaluation_data.check_name,
+         e.asset_check_evaluation_data.partition): e.asset_check_evaluation_data
         for e in result.all_events
         if e.event_type_value == "ASSET_CHECK_EVALUATION"
     }
@@ -78,27 +79,28 @@ def test_materialize_real_partitions_with_28_days_of_history(flights_spec, resou
     first = dg.materialize(raws, resources=resources, instance=instance, tags=range_tags("2013-02-07", "2013-03-08"))
     assert first.success
     evaluations = check_evaluations(first)
-    assert len(evaluations) == 12
+    assert len(evaluations) == 12 * 30  # each check once per day of the range
     failed = {k: v for k, v in evaluations.items() if not v.passed}
     # The only real-data finding in this window: the 1048 mph wind reading at EWR on 2013-02-12,
-    # reported with WARN severity (weather ranges warn) and masked in the features.
-    assert set(failed) == {("raw_weather", "ranges")}
-    assert failed[("raw_weather", "ranges")].severity == dg.AssetCheckSeverity.WARN
-    assert "wind_speed" in metadata_text(failed[("raw_weather", "ranges")])
-    assert "2013-02-12" in metadata_text(failed[("raw_weather", "ranges")])
-    # The UI's description of a failed check is the broken rule; of a passed check, the rule group.
-    assert failed[("raw_weather", "ranges")].description == (
-        "column 'wind_speed': wind_speed >= 0 and <= 150: 1 of 2152 rows (0.05%) out of range; min 0,"
+    # reported with WARN severity (weather ranges warn), on that day, and masked in the features.
+    wind = ("raw_weather", "ranges", "2013-02-12")
+    assert set(failed) == {wind}
+    assert failed[wind].severity == dg.AssetCheckSeverity.WARN
+    assert "wind_speed" in metadata_text(failed[wind])
+    # The UI's description of a failed check is the broken rule (the day's own rows); of a passed
+    # check, the rule group.
+    assert failed[wind].description == (
+        "column 'wind_speed': wind_speed >= 0 and <= 150: 1 of 72 rows (1.39%) out of range; min 4.60312,"
         " max 1048.36 on 2013-02-12"
     )
-    assert evaluations[("raw_flights", "ranges")].description == CHECK_DESCRIPTIONS["ranges"]
+    assert evaluations[("raw_flights", "ranges", "2013-02-12")].description == CHECK_DESCRIPTIONS["ranges"]
     # ./run.sh main ends with the same finding, read back from the instance.
     from scripts.run_main import failed_checks
 
     graph = dg.Definitions(assets=raws, resources=resources).resolve_asset_graph()
     assert failed_checks(instance, graph) == [
-        "    flights/raw_weather ranges (WARN): column 'wind_speed': wind_speed >= 0 and <= 150: 1 of 2152 rows"
-        " (0.05%) out of range; min 0, max 1048.36 on 2013-02-12"
+        "    flights/raw_weather [2013-02-12] ranges (WARN): column 'wind_speed': wind_speed >= 0 and <= 150:"
+        " 1 of 72 rows (1.39%) out of range; min 4.60312, max 1048.36 on 2013-02-12"
     ]
     stored = tmp_path / "data" / "flights" / "raw_flights"
     assert len(list(stored.glob("*.parquet"))) == 30
@@ -155,6 +157,51 @@ def test_materialize_real_partitions_with_28_days_of_history(flights_spec, resou
     preview = raw_md["preview"].value
     header = [cell.strip() for cell in preview.splitlines()[0].strip("|").split("|")]
     assert {(row[header.index("month")], row[header.index("day")]) for row in markdown_rows(preview)} == {("3", "8")}
+
+
+def evaluation_values(evaluation) -> tuple:
+    """What a person reads of one check evaluation: verdict, severity, description and metadata."""
+    return (evaluation.passed, evaluation.severity, evaluation.description,
+            {k: v.value for k, v in evaluation.metadata.items()})
+
+
+@pytest.mark.slow
+def test_check_history_has_one_real_evaluation_per_check_and_day_and_no_skipped_rows(
+    flights_spec, resources, instance
+):
+    """A range run over three days and a run of its middle day leave, for every check of both raw
+    assets, exactly four evaluations in the check history (one per day and run, none "Skipped"),
+    and the range run's evaluation of a day is what the one-day run records."""
+    raws = raw_assets(flights_spec, ingest_assets(flights_spec))
+    days = ["2013-02-11", "2013-02-12", "2013-02-13"]
+    ranged = dg.materialize(raws, resources=resources, instance=instance, tags=range_tags(days[0], days[-1]))
+    single = dg.materialize(raws, resources=resources, instance=instance, partition_key=days[1])
+    assert ranged.success and single.success
+    graph = dg.Definitions(assets=raws, resources=resources).resolve_asset_graph()
+    assert len(graph.asset_check_keys) == 12
+    for check_key in graph.asset_check_keys:
+        history = check_history(instance, check_key)
+        # only real verdicts: nothing planned and left unevaluated (the UI's "Skipped")
+        assert {status for status, _, _ in history} <= {"SUCCEEDED", "FAILED"}, (check_key, history)
+        source = check_key.asset_key.path[-1].removeprefix("raw_")
+        warn = check_key.name in flights_spec.sources[source].validation.warn_only  # the YAML's say
+        wind = source == "weather" and check_key.name == "ranges"
+        expected = {day: "FAILED" if wind and day == "2013-02-12" else "SUCCEEDED" for day in days}
+        assert sorted((partition, status) for status, partition, _ in history) == sorted(
+            [(day, expected[day]) for day in days] + [(days[1], expected[days[1]])]), check_key
+        by_run: dict[str, dict[str, tuple]] = {}
+        for record in instance.event_log_storage.get_asset_check_execution_history(check_key, limit=100):
+            evaluation = record.evaluation
+            assert evaluation.partition == record.partition
+            assert evaluation.severity == (dg.AssetCheckSeverity.WARN if warn else dg.AssetCheckSeverity.ERROR)
+            by_run.setdefault(record.run_id, {})[record.partition] = evaluation_values(evaluation)
+        assert sorted(by_run[ranged.run_id]) == days and list(by_run[single.run_id]) == [days[1]]
+        # the middle day: the range run's verdict and metadata are the one-day run's
+        assert by_run[ranged.run_id][days[1]] == by_run[single.run_id][days[1]], check_key
+    status, partition, newest = check_history(
+        instance, dg.AssetCheckKey(pipeline_keys(flights_spec).raw("weather"), "ranges"))[0]
+    assert (status, partition) == ("FAILED", "2013-02-12")
+    assert newest.metadata["unexpected_rows"].value == 1 and "wind_speed" in newest.description
 
 
 # --------------------------------------------------------------------------- bad input
@@ -234,7 +281,7 @@ def test_bad_rows_fail_a_blocking_check_and_keep_stored_data(
     result = dg.materialize(assets, resources=resources, instance=instance,
                             partition_key="2013-03-08", raise_on_error=False)
     assert not result.success
-    evaluation = check_evaluations(result)[("raw_flights", group)]
+    evaluation = check_evaluations(result)[("raw_flights", group, "2013-03-08")]
     assert evaluation.passed is False
     assert evaluation.severity == dg.AssetCheckSeverity.ERROR
     text = metadata_text(evaluation)
@@ -280,5 +327,33 @@ def test_unreadable_sources_fail_clearly_and_keep_stored_data(
     for part in expected:
         assert part in message, message
     assert "source 'flights'" in message
+    for file, content in stored_good_day.items():
+        assert file.read_bytes() == content, f"{file} changed"
+
+
+def test_a_bad_day_in_a_range_fails_its_own_check_and_the_history_has_no_skipped_rows(
+    csv_pipeline, stored_good_day, resources, instance
+):
+    """Negative distances on 2013-03-08 in a run of 03-07..03-08: the blocking check fails on that
+    day only (with the day's own counts), the other day passes, nothing is stored, and every check
+    of both days has a real verdict in the history (none "Skipped")."""
+    build, path, rows = csv_pipeline
+    _corrupt(rows, "negative_distance").to_csv(path, index=False)
+    spec, assets = build()
+    result = dg.materialize(raw_assets(spec, assets), resources=resources, instance=instance,
+                            tags=range_tags("2013-03-07", "2013-03-08"), raise_on_error=False)
+    assert not result.success
+    key = pipeline_keys(spec).raw("flights")
+    records = instance.event_log_storage.get_asset_check_execution_history(dg.AssetCheckKey(key, "ranges"), limit=100)
+    mine = {r.partition: r for r in records if r.run_id == result.run_id}
+    assert {day: r.status.value for day, r in mine.items()} == {"2013-03-07": "SUCCEEDED", "2013-03-08": "FAILED"}
+    failed = mine["2013-03-08"].evaluation
+    assert failed.severity == dg.AssetCheckSeverity.ERROR and failed.metadata["unexpected_rows"].value == 3
+    assert "distance" in failed.description and "2013-03-08" in failed.description
+    day8 = (rows.day == 8).sum()
+    assert f"3 of {day8} rows" in failed.description  # the day's own rows, as a one-day run counts
+    for group in CHECK_GROUPS:
+        statuses = [status for status, _, _ in check_history(instance, dg.AssetCheckKey(key, group))]
+        assert "SKIPPED" not in statuses and "EXECUTION_FAILED" not in statuses, (group, statuses)
     for file, content in stored_good_day.items():
         assert file.read_bytes() == content, f"{file} changed"

@@ -11,13 +11,21 @@ import pandas as pd
 import pytest
 
 from ml_assets.metadata import RUN_SUMMARY, rounded
-from ml_assets.keys import DATA_DRIFT_CHECK, DRIFT_TRIGGER, PREDICTION_DRIFT_CHECK, REASON_TAG, TRIGGER_TAG
+from ml_assets.keys import (
+    DATA_DRIFT_CHECK,
+    DRIFT_TRIGGER,
+    MIN_ROC_AUC_CHECK,
+    PREDICTION_DRIFT_CHECK,
+    REASON_TAG,
+    TRIGGER_TAG,
+)
 from ml_assets.training.registry import CHAMPION
 from resources.parquet_io import atomic_write_parquet
 from resources.tracking import MlflowTracking
 from sensors.drift import build_drift_sensor
 from tests.conftest import (
     Project,
+    check_history,
     markdown_rows,
     metadata_of,
     own_store,
@@ -95,8 +103,11 @@ def test_a_range_run_records_each_days_own_predictions_and_drift(monitored):
     """Predictions and drift of both days in one run: each day's metadata is the one-day run's."""
     project = monitored["project"]
     tags = {"dagster/asset_partition_range_start": DAYS[0], "dagster/asset_partition_range_end": DAYS[-1]}
-    result = project.materialize([project.keys.predictions, project.keys.drift_report], tags=tags)
+    # HTML reports on request, for every day of the range: each day links its own report
+    html = {"ops": {"flights__drift_report": {"config": {"render_html": True}}}}
+    result = project.materialize([project.keys.predictions, project.keys.drift_report], tags=tags, run_config=html)
     assert result.success
+    report_keys = ("html_report", "html_report_file", "html_bytes")
     for node in ("flights__predictions", "flights__drift_report"):
         per_day = {m.partition: m.metadata for m in result.asset_materializations_for_node(node)}
         assert sorted(per_day) == DAYS
@@ -104,12 +115,45 @@ def test_a_range_run_records_each_days_own_predictions_and_drift(monitored):
         for day in DAYS:
             single = {k: v for k, v in monitored["runs"][day][0 if node == "flights__predictions" else 1]
                       .asset_materializations_for_node(node)[0].metadata.items() if k != "compute_seconds"}
-            own = {k: v for k, v in per_day[day].items() if k not in (RUN_SUMMARY, "compute_seconds")}
+            own = {k: v for k, v in per_day[day].items()
+                   if k not in (RUN_SUMMARY, "compute_seconds", *report_keys)}
             assert own == single, (node, day)
+            if node == "flights__drift_report":
+                assert per_day[day]["html_report_file"].value.endswith(f"/{day}.html")
+                assert per_day[day]["html_bytes"].value > 100_000
+    # The check history of each drift check: one real verdict per day and run, none "Skipped", and
+    # the range run's verdict of a day is the one-day run's.
+    drift_key = project.keys.drift_report
+    for check in (DATA_DRIFT_CHECK, PREDICTION_DRIFT_CHECK):
+        check_key = dg.AssetCheckKey(drift_key, check)
+        history = [row for row in check_history(project.instance, check_key) if row[1] in DAYS]
+        assert sorted((partition, status) for status, partition, _ in history) == sorted(
+            [(day, "SUCCEEDED") for day in DAYS] * 2), (check, history)
+        by_run: dict[str, dict] = {}
+        for record in project.instance.event_log_storage.get_asset_check_execution_history(check_key, limit=100):
+            evaluation = record.evaluation
+            assert evaluation.severity == dg.AssetCheckSeverity.WARN and evaluation.partition == record.partition
+            by_run.setdefault(record.run_id, {})[record.partition] = (
+                evaluation.passed, evaluation.description, {k: v.value for k, v in evaluation.metadata.items()})
+        assert sorted(by_run[result.run_id]) == DAYS
+        for day in DAYS:
+            assert by_run[result.run_id][day] == by_run[monitored["runs"][day][1].run_id][day], (check, day)
+    # the unpartitioned gate of the training run: its one evaluation, nothing skipped
+    (gate,) = check_history(project.instance, dg.AssetCheckKey(project.keys.evaluation, MIN_ROC_AUC_CHECK))
+    assert gate[0] == "SUCCEEDED" and gate[1] is None and gate[2].passed
     predictions = {m.partition: m.metadata for m in result.asset_materializations_for_node("flights__predictions")}
     stored = pd.read_parquet(monitored["store"] / "flights" / "predictions" / f"{DAYS[0]}.parquet")
     assert predictions[DAYS[0]]["positive_share"].value == rounded(stored["delayed_predicted"].mean())
     assert predictions[DAYS[0]]["dagster/row_count"].value == len(stored)
+    # the day's schema and preview, and its missing inputs named by column
+    schema = [c.name for c in predictions[DAYS[0]]["dagster/column_schema"].schema.columns]
+    assert schema == list(stored.columns)
+    preview = markdown_rows(predictions[DAYS[0]]["preview"].value)
+    assert len(preview) == min(10, len(stored))
+    missing = {row[0]: int(row[1]) for row in markdown_rows(predictions[DAYS[0]]["missing_numeric_inputs"].value)}
+    features = pd.read_parquet(monitored["store"] / "flights" / "features" / f"{DAYS[0]}.parquet")
+    numeric = features[[c for c in project.spec.features.numeric if c in features]].isna().sum()
+    assert missing == {c: int(n) for c, n in numeric.items() if n}
 
 
 def shifted_store(monitored, tmp_path, change) -> "Project":

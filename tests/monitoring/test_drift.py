@@ -149,9 +149,27 @@ def test_render_html_writes_a_file(tmp_path, reference, stable_day):
     assert "distance" in path.read_text(errors="ignore")
 
 
+#: How Evidently's report names the methods the YAML chooses.
+METHOD_NAMES = {"wasserstein": "Wasserstein distance (normed)", "jensenshannon": "Jensen-Shannon distance"}
+
+
+def report_rows(text: str) -> dict[str, tuple[str, str, float]]:
+    """``{column: (method, "Detected" or "Not Detected", score)}`` of the report's column table,
+    read from the data the report's page renders."""
+    import re
+
+    rows = {}
+    for match in re.finditer(r'"column_name": "(\w+)", "column_type": "\w+", "stattest_name": "([^"]+)"', text):
+        rest = text[match.end():]
+        verdict = re.search(r'"data_drift": "([^"]+)", "drift_score": ([0-9.e-]+)\}', rest)
+        rows[match.group(1)] = (match.group(2), verdict.group(1), float(verdict.group(2)))
+    return rows
+
+
 def test_html_headline_is_the_assets_verdict(tmp_path, reference, stable_day):
     """The report's "Dataset Drift is ..." counts the asset's columns with its methods, thresholds
-    and share, so it says what ``data_drift`` says (the prediction column is a metric of its own)."""
+    and share, so it says what ``data_drift`` says (the prediction column is a metric of its own);
+    its column table shows each column's method, score and verdict as the asset computed them."""
     config = DriftConfig()
     shifted = stable_day.assign(distance=stable_day["distance"] * 1.5, carrier="UA")
     for name, day in (("stable", stable_day), ("shifted", shifted)):
@@ -160,6 +178,15 @@ def test_html_headline_is_the_assets_verdict(tmp_path, reference, stable_day):
         verdict = "detected" if result.data_drift else "NOT detected"
         assert (f"Dataset Drift is {verdict}. Dataset drift detection threshold is {config.share_threshold}"
                 in text), (name, result.share_drifted)
+        # each column's row: the asset's method, its score and its verdict under the asset's threshold
+        rows = report_rows(text)
+        assert set(rows) == {c.column for c in result.columns}, name
+        for column in result.columns:
+            method, verdict, score = rows[column.column]
+            assert method == METHOD_NAMES[column.method], (name, column)
+            assert score == pytest.approx(column.score, abs=1e-6), (name, column)
+            assert verdict == ("Detected" if column.drifted else "Not Detected"), (name, column)
+        assert name == "stable" or {"distance", "carrier"} <= {c.column for c in result.columns if c.drifted}
 
 
 def test_thresholds_calibrated_on_the_reference_days(june):

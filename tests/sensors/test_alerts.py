@@ -77,3 +77,59 @@ def test_alerts_sensor_reads_the_code_locations_checks_and_keeps_its_state_in_th
     second = dg.build_sensor_context(instance=instance, cursor=context.cursor, definitions=defs,
                                      resources={"notifier": Notifier(urls=receiver.url())})
     assert "nothing new" in sensor(second).skip_message and len(receiver.requests) == 1
+
+
+DAYS = dg.DailyPartitionsDefinition(start_date="2026-11-01", end_date="2026-11-05")
+
+
+class NoStorage(dg.IOManager):
+    """Stores nothing: only the checks matter here."""
+
+    def handle_output(self, context, obj) -> None:
+        pass
+
+    def load_input(self, context):
+        return None
+
+
+def daily_checked_asset(failing_days: set[str]):
+    """A daily asset whose check is partitioned like it and reports once per day (the project's
+    helper for the raw data and drift checks)."""
+    from ml_assets.metadata import partition_check_results
+
+    @dg.asset(name="orders", partitions_def=DAYS,
+              check_specs=[dg.AssetCheckSpec("not_empty", asset="orders", partitions_def=DAYS)])
+    def orders(context: dg.AssetExecutionContext):
+        yield dg.Output(None)
+        yield from partition_check_results(context, {
+            day: [dg.AssetCheckResult(check_name="not_empty", passed=day not in failing_days,
+                                      severity=dg.AssetCheckSeverity.WARN, description=f"{day}: rows")]
+            for day in context.partition_keys
+        })
+
+    return orders
+
+
+def test_a_range_run_of_a_daily_check_is_one_alert_naming_its_failed_days(instance, receiver):
+    """Four days in one run: the check history holds one real verdict per day (nothing "Skipped"),
+    and the sensor turns the run into one alert naming the failed day, then one resolution."""
+    from tests.conftest import check_history
+
+    notifier = Notifier(urls=receiver.url(), suppression_minutes=60, escalate_after=3)
+    key = dg.AssetCheckKey(dg.AssetKey("orders"), "not_empty")
+    t0 = dt.datetime(2026, 11, 23, 8, 0, tzinfo=dt.timezone.utc)
+    tags = {"dagster/asset_partition_range_start": "2026-11-01", "dagster/asset_partition_range_end": "2026-11-04"}
+    assert dg.materialize([daily_checked_asset({"2026-11-03"})], instance=instance, tags=tags,
+                          resources={"io_manager": NoStorage()}).success
+    history = check_history(instance, key)
+    assert sorted((partition, status) for status, partition, _ in history) == [
+        ("2026-11-01", "SUCCEEDED"), ("2026-11-02", "SUCCEEDED"), ("2026-11-03", "FAILED"), ("2026-11-04", "SUCCEEDED")]
+    cursor, alerts, _ = evaluate_alerts(instance, [key], notifier, None, t0)
+    assert [a.kind for a in alerts] == ["failure"] and len(receiver.requests) == 1
+    assert receiver.requests[0]["json"]["title"] == \
+        "Warning check not_empty on orders failed on 1 of 4 partitions: 2026-11-03"
+    assert dg.materialize([daily_checked_asset(set())], instance=instance, tags=tags,
+                          resources={"io_manager": NoStorage()}).success
+    cursor, alerts, _ = evaluate_alerts(instance, [key], notifier, cursor, t0 + dt.timedelta(minutes=1))
+    assert [a.kind for a in alerts] == ["resolved"] and len(receiver.requests) == 2
+    assert all(status == "SUCCEEDED" for status, _, _ in check_history(instance, key)[:4])
