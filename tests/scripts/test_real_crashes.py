@@ -15,6 +15,7 @@ at work, never after a fixed sleep; it kills the whole process tree (CLI and ste
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import signal
 import subprocess
@@ -188,3 +189,78 @@ def test_kill_during_real_training_then_recover_and_rerun(tmp_path, monkeypatch)
     assert (CHAMPION in first.aliases) != (decision["alias"].value == CHAMPION)
     after = hashes(stored)
     assert {p: h for p, h in after.items() if p in before} == before
+
+
+def user_messages(instance: dg.DagsterInstance, run_id: str) -> list[str]:
+    """Every message of run ``run_id``'s event log (the assets' log lines and Dagster's events)."""
+    return [r.event_log_entry.message or r.event_log_entry.user_message
+            for r in instance.get_records_for_run(run_id, limit=100_000).records]
+
+
+def test_kill_during_real_embedding_frees_the_pool_slot_and_rerun_stores_each_example_once(tmp_path, monkeypatch):
+    from ml_assets.config import DEFAULT_FEWSHOT_YAML, load_fewshot_spec
+    from ml_assets.fewshot.examples import read_examples
+    from ml_assets.fewshot.store import embedder_for, embedder_settings, prepare_points, vector_store_for
+    from resources.vector_store import QDRANT_POOL
+
+    # 400 reviews, a progress line (and an upsert) every 128 texts: the kill lands between chunks
+    examples, chunk = 400, 128
+    env = project_env(tmp_path, FEWSHOT_TRAIN_LIMIT=str(examples))
+    monkeypatch.setenv("DAGSTER_HOME", env["DAGSTER_HOME"])
+    monkeypatch.setenv("QDRANT_PATH", env["QDRANT_PATH"])
+    spec = load_fewshot_spec(DEFAULT_FEWSHOT_YAML)
+    config = tmp_path / "run_config.yaml"
+    config.write_text(json.dumps({"resources": {"embedder": {"config": {**embedder_settings(spec), "progress_every": chunk}}}}))
+    log = tmp_path / "cli.log"
+    command = ["asset", "materialize", "-f", "definitions.py", "--select", "fewshot/examples,fewshot/example_embeddings",
+               "-c", str(config)]
+    # The instance's storage exists before the run starts, as for any instance in use: the CLI and
+    # this test creating a new instance's tables at once race on them.
+    with dg.DagsterInstance.get() as instance:
+        assert list(instance.get_runs()) == []
+    killed = run_cli(command, env, log)
+    with dg.DagsterInstance.get() as instance:
+        run = wait_for(lambda: in_progress_run(instance), killed, log, "the few-shot run started")
+        run_id = run.run_id
+        first_chunk = wait_for(
+            lambda: [m for m in user_messages(instance, run_id) if m and m.startswith(f"embedded {chunk}/")],
+            killed, log, "the first chunk of embeddings", timeout=300,
+        )
+        kill_tree(killed)
+        assert first_chunk and instance.get_run_by_id(run_id).status == dg.DagsterRunStatus.STARTED
+        assert step_events(instance, run_id, "fewshot__example_embeddings") == {"STEP_START"}
+        held = instance.event_log_storage.get_concurrency_info(QDRANT_POOL).claimed_slots
+        assert [slot.run_id for slot in held] == [run_id]  # the dead run keeps the only slot
+
+    embedder = embedder_for(spec)
+    collection = spec.collection_name(embedder.name)
+    store = vector_store_for(spec, path=env["QDRANT_PATH"])
+    with store.open() as client:
+        partial = client.count(collection, exact=True).count
+    assert partial < examples  # cut short: what the killed run stored stays, the rest is missing
+
+    printed = recover_cli(env)
+
+    with dg.DagsterInstance.get() as instance:
+        assert instance.get_run_by_id(run_id).status == dg.DagsterRunStatus.FAILURE
+        assert f"its process {killed.pid} is gone" in failure_message(instance, run_id)
+        assert instance.event_log_storage.get_concurrency_info(QDRANT_POOL).claimed_slots == []
+    assert f"freed the concurrency slots of run {run_id}" in printed
+
+    # the next few-shot run (the same command) is not blocked and completes
+    started = time.monotonic()
+    finish(run_cli(command, env, log), log, timeout=300)
+    with dg.DagsterInstance.get() as instance:
+        [rerun] = instance.get_runs(filters=dg.RunsFilter(statuses=[dg.DagsterRunStatus.SUCCESS]), limit=1)
+        messages = [m for m in user_messages(instance, rerun.run_id) if m]
+        assert not [m for m in messages if "blocked" in m.lower()], "the rerun waited for the pool slot"
+        [stats] = [r.event_log_entry.dagster_event.materialization.metadata for r in instance.get_records_for_run(
+            rerun.run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION).records
+            if r.event_log_entry.dagster_event.asset_key == dg.AssetKey(["fewshot", "example_embeddings"])]
+    # the rerun embedded only what the killed run had not stored
+    assert stats["skipped"].value == partial and stats["embedded"].value == stats["points"].value - partial
+    expected = set(prepare_points(read_examples(spec, "train", examples), spec, embedder.name)["point_id"])
+    with store.open() as client:
+        assert client.count(collection, exact=True).count == len(expected) == stats["points"].value
+        assert store.point_ids(client, collection) == expected  # the asset's ids: none missing, none twice
+    assert time.monotonic() - started < 300
