@@ -108,6 +108,43 @@ def test_killed_cli_run_is_closed_and_frees_its_pool_slot_and_mlflow_run(tmp_pat
     assert again.lines() == ["    nothing to recover"]
 
 
+
+@pytest.mark.slow
+def test_killed_cli_alone_is_closed_once_its_surviving_step_process_ends(tmp_path, monkeypatch):
+    """kill -9 of the CLI process only: its step process lives on and finishes the step. While it
+    runs, recovery leaves the run alone; once it is gone, the run is closed naming both processes."""
+    home, marker, release = _home(tmp_path), tmp_path / "started", tmp_path / "release"
+    env = {**os.environ, "DAGSTER_HOME": str(home), "CRASH_MARKER": str(marker), "CRASH_WAIT": "600",
+           "CRASH_RELEASE": str(release), "CRASH_MLFLOW_DIR": str(tmp_path / "mlflow"), "PYTHONPATH": str(REPO_ROOT)}
+    cli = _materialize("held", env, start_new_session=True)
+    deadline = time.monotonic() + 180
+    while not marker.exists():
+        assert cli.poll() is None and time.monotonic() < deadline, "the asset did not start"
+        time.sleep(0.5)
+    run_id, step_pid = marker.read_text().split()
+    os.kill(cli.pid, signal.SIGKILL)  # the CLI only, not its process group
+    cli.wait()
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    with dg.DagsterInstance.get() as instance:
+        assert process_alive(int(step_pid), since=time.time())
+        assert recover(instance).closed_runs == {}  # its step process still works
+        assert instance.get_run_by_id(run_id).status == dg.DagsterRunStatus.STARTED
+
+        release.write_text("finish the step")
+        deadline = time.monotonic() + 120
+        while process_alive(int(step_pid), since=time.time()):
+            assert time.monotonic() < deadline, "the step process did not end"
+            time.sleep(0.5)
+        assert instance.get_run_by_id(run_id).status == dg.DagsterRunStatus.STARTED  # nobody ended the run
+
+        report = recover(instance)
+
+        assert instance.get_run_by_id(run_id).status == dg.DagsterRunStatus.FAILURE
+        reason = report.closed_runs[run_id]
+        assert reason.startswith(f"its process {cli.pid} is gone (nor its step process(es) ") and step_pid in reason
+        assert instance.event_log_storage.get_concurrency_info("crash_pool").claimed_slots == []
+
+
 def _hashes(folder: Path) -> dict[str, str]:
     import hashlib
 
