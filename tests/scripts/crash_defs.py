@@ -74,8 +74,12 @@ def _stop_after_renames() -> None:
 
 _stop_after_renames()
 
+#: ``held`` as a job, for runs launched through the instance's run launcher (a run worker process)
+held_job = dg.define_asset_job("held_job", selection=[held])
+
 defs = dg.Definitions(
     assets=[held, after, days],
+    jobs=[held_job],
     resources={
         "tracking": MlflowTracking(local_dir=os.environ.get("CRASH_MLFLOW_DIR", ".mlflow-crash")),
         "parquet_io_manager": PartitionedParquetIOManager(base_dir=os.environ.get("CRASH_DATA_DIR", ".data-crash")),
