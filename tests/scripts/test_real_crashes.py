@@ -50,11 +50,29 @@ def project_env(tmp_path: Path, **extra: str) -> dict[str, str]:
     }
 
 
+STARTED: list[subprocess.Popen] = []
+
+
+@pytest.fixture(autouse=True)
+def stop_what_the_test_started():
+    """A failing test leaves no command running: each process group it started is killed."""
+    yield
+    while STARTED:
+        process = STARTED.pop()
+        try:
+            os.killpg(process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        process.wait(timeout=60)
+
+
 def run_cli(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
     """A ``dagster`` CLI command in its own process group (so kill -9 reaches every process of it)."""
     handle = log.open("ab")
-    return subprocess.Popen([DAGSTER, *args], cwd=REPO_ROOT, env=env, stdout=handle, stderr=subprocess.STDOUT,
-                            start_new_session=True)
+    process = subprocess.Popen([DAGSTER, *args], cwd=REPO_ROOT, env=env, stdout=handle, stderr=subprocess.STDOUT,
+                               start_new_session=True)
+    STARTED.append(process)
+    return process
 
 
 def finish(process: subprocess.Popen, log: Path, timeout: float = 300) -> None:
