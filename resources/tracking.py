@@ -13,6 +13,11 @@ by the first step that uses the resource. A step whose resource resolves to anot
 without ``MLFLOW_TRACKING_URI``, or pointed at another server) is refused before it logs or
 registers anything: on a worker, the embedded default is a store of its own that nobody else reads.
 
+MLflow's own HTTP retries and timeout per request (``request_retries``, ``request_timeout_seconds``)
+apply to each resource's own calls: MLflow reads them from the environment at every request, so
+the resource sets them around its runs, its client's methods and model loading, and restores them
+after (``request_settings``).
+
 mlflow is imported inside the methods that use it.
 """
 
