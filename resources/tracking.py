@@ -13,6 +13,11 @@ by the first step that uses the resource. A step whose resource resolves to anot
 without ``MLFLOW_TRACKING_URI``, or pointed at another server) is refused before it logs or
 registers anything: on a worker, the embedded default is a store of its own that nobody else reads.
 
+MLflow's own HTTP retries and timeout per request (``request_retries``, ``request_timeout_seconds``)
+apply to each resource's own calls: MLflow reads them from the environment at every request, so
+the resource sets them around its runs, its client's methods and model loading, and restores them
+after (``request_settings``).
+
 mlflow is imported inside the methods that use it.
 """
 
@@ -33,6 +38,18 @@ from pydantic import Field
 
 #: The run tag pinning a run to one MLflow tracking store (its URI without credentials).
 TRACKING_URI_TAG = "ml_platform/mlflow_tracking_uri"
+#: MLflow reads its HTTP retries and timeout from these environment variables at every request.
+RETRIES_ENV, TIMEOUT_ENV = "MLFLOW_HTTP_REQUEST_MAX_RETRIES", "MLFLOW_HTTP_REQUEST_TIMEOUT"
+DEFAULT_RETRIES, DEFAULT_TIMEOUT_SECONDS = 2, 30
+#: The environment values saved by the open ``request_settings`` scopes, outermost first: the first
+#: holds what the user set (nested scopes of other resources must not read a resource's value as
+#: the user's).
+_OPEN_SCOPES: list[dict[str, str | None]] = []
+
+
+def user_env(name: str) -> str | None:
+    """``name`` as the user set it in the environment (outside every resource's scope)."""
+    return _OPEN_SCOPES[0][name] if _OPEN_SCOPES else os.environ.get(name)
 
 
 class MlflowTracking(dg.ConfigurableResource):
@@ -64,16 +81,22 @@ class MlflowTracking(dg.ConfigurableResource):
             " versions link back to the Dagster run that made them."
         ),
     )
-    request_retries: int = Field(
-        default=2,
+    request_retries: int | None = Field(
+        default=None,
         ge=0,
         description=(
-            "MLflow's own HTTP retries per request (MLFLOW_HTTP_REQUEST_MAX_RETRIES). Kept low: the"
+            "MLflow's own HTTP retries per request to a tracking server, for this resource's calls."
+            f" Default: {RETRIES_ENV} from the environment, else {DEFAULT_RETRIES}. Kept low: the"
             " assets retry whole steps with backoff (dg.RetryPolicy) instead."
         ),
     )
-    request_timeout_seconds: int = Field(
-        default=30, ge=1, description="Timeout of one HTTP request to a tracking server."
+    request_timeout_seconds: int | None = Field(
+        default=None,
+        ge=1,
+        description=(
+            "Timeout of one HTTP request to a tracking server, for this resource's calls. Default:"
+            f" {TIMEOUT_ENV} from the environment, else {DEFAULT_TIMEOUT_SECONDS}."
+        ),
     )
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
@@ -123,11 +146,42 @@ class MlflowTracking(dg.ConfigurableResource):
 
         if not self.tracking_uri:
             Path(self.local_dir).mkdir(parents=True, exist_ok=True)
-        # MLflow reads these per request; a user's own setting wins.
-        os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", str(self.request_retries))
-        os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", str(self.request_timeout_seconds))
         mlflow.set_tracking_uri(self.resolved_tracking_uri())
         return mlflow
+
+    def http_settings(self) -> dict[str, int]:
+        """This resource's HTTP retries and timeout: its fields, else the user's environment, else
+        the defaults."""
+        def pick(value: int | None, name: str, default: int) -> int:
+            if value is not None:
+                return value
+            raw = user_env(name)
+            return int(raw) if raw and raw.strip().isdigit() else default
+
+        return {RETRIES_ENV: pick(self.request_retries, RETRIES_ENV, DEFAULT_RETRIES),
+                TIMEOUT_ENV: pick(self.request_timeout_seconds, TIMEOUT_ENV, DEFAULT_TIMEOUT_SECONDS)}
+
+    @contextmanager
+    def request_settings(self) -> Iterator[None]:
+        """Apply this resource's HTTP retries and timeout to the MLflow requests made inside.
+
+        MLflow reads them from the process environment at each request, so they are set for the
+        duration and restored after: resources with different settings in one process each get
+        their own (every MLflow call of the resource runs in such a scope: its runs, its client,
+        ``load_model``). Scopes are per process, not per thread: two threads using resources with
+        different settings at the same moment would share one.
+        """
+        values = self.http_settings()
+        _OPEN_SCOPES.append({name: os.environ.get(name) for name in values})
+        os.environ.update({name: str(value) for name, value in values.items()})
+        try:
+            yield
+        finally:
+            for name, value in _OPEN_SCOPES.pop().items():
+                if value is None:
+                    os.environ.pop(name, None)
+                else:
+                    os.environ[name] = value
 
     def check_reachable(self) -> None:
         """Raise ``MlflowUnavailableError`` when a tracking server does not answer its health check.
@@ -139,7 +193,7 @@ class MlflowTracking(dg.ConfigurableResource):
         if not uri.startswith(("http://", "https://")):
             return
         try:
-            with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=self.request_timeout_seconds):
+            with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=self.http_settings()[TIMEOUT_ENV]):
                 pass
         except (urllib.error.URLError, OSError) as exc:
             reason = getattr(exc, "reason", exc)
@@ -164,13 +218,14 @@ class MlflowTracking(dg.ConfigurableResource):
     def resume_run(self, run_id: str) -> Iterator[Any]:
         """Re-open a finished run (to add evaluation results to the model's run)."""
         mlflow = self.configured_mlflow()
-        with mlflow.start_run(run_id=run_id) as run:
+        with self.request_settings(), mlflow.start_run(run_id=run_id) as run:
             yield run
 
     def client(self) -> Any:
-        """An ``mlflow.MlflowClient`` bound to this tracking URI."""
+        """An ``mlflow.MlflowClient`` bound to this tracking URI, each of its calls made with this
+        resource's HTTP settings (``request_settings``)."""
         mlflow = self.configured_mlflow()
-        return mlflow.MlflowClient(tracking_uri=self.resolved_tracking_uri())
+        return ScopedClient(mlflow.MlflowClient(tracking_uri=self.resolved_tracking_uri()), self.request_settings)
 
     def experiment_id(self, experiment: str) -> str:
         """The id of ``experiment``, created (with this resource's artifact location) if missing."""
@@ -193,7 +248,9 @@ class MlflowTracking(dg.ConfigurableResource):
         """An active MLflow run in ``experiment``; ended (FINISHED, or FAILED on error) on exit."""
         mlflow = self.configured_mlflow()
         experiment_id = self.experiment_id(experiment)
-        with mlflow.start_run(
+        # every MLflow call inside the run (the caller's own mlflow.log_* too) uses this resource's
+        # HTTP settings, ending the run included
+        with self.request_settings(), mlflow.start_run(
             experiment_id=experiment_id, run_name=run_name, tags=dict(tags or {}), nested=nested
         ) as run:
             yield run
@@ -201,17 +258,20 @@ class MlflowTracking(dg.ConfigurableResource):
     def log_params(self, params: Mapping[str, Any]) -> None:
         import mlflow
 
-        mlflow.log_params({k: v for k, v in params.items() if v is not None})
+        with self.request_settings():
+            mlflow.log_params({k: v for k, v in params.items() if v is not None})
 
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
         import mlflow
 
-        mlflow.log_metrics({k: float(v) for k, v in metrics.items()}, step=step)
+        with self.request_settings():
+            mlflow.log_metrics({k: float(v) for k, v in metrics.items()}, step=step)
 
     def log_dict(self, data: Mapping[str, Any], artifact_file: str) -> None:
         import mlflow
 
-        mlflow.log_dict(dict(data), artifact_file)
+        with self.request_settings():
+            mlflow.log_dict(dict(data), artifact_file)
 
     def ui_base(self) -> str | None:
         """The MLflow UI's base URL for links: ``ui_url``, else an http(s) tracking server, else None."""
@@ -262,6 +322,26 @@ class MlflowTracking(dg.ConfigurableResource):
         if url:
             tags["dagster_run_url"] = url
         return tags
+
+
+class ScopedClient:
+    """An ``MlflowClient`` whose method calls each run inside ``scope()`` (the resource's HTTP
+    settings); every other attribute is the client's own."""
+
+    def __init__(self, client: Any, scope: Any) -> None:
+        self._client, self._scope = client, scope
+
+    def __getattr__(self, name: str) -> Any:
+        value = getattr(self._client, name)
+        if not callable(value):
+            return value
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            with self._scope():
+                return value(*args, **kwargs)
+
+        call.__name__ = name
+        return call
 
 
 class MlflowUnavailableError(RuntimeError):

@@ -74,12 +74,29 @@ def test_project_instance_defaults():
     config = yaml.safe_load((REPO_ROOT / "dagster_home" / "dagster.yaml").read_text())
     assert "storage" not in config  # SQLite under DAGSTER_HOME, the embedded default
     assert config["concurrency"]["runs"]["max_concurrent_runs"] == 1
+    assert config["concurrency"]["pools"]["default_limit"] == 1  # qdrant_local: one local-mode client
     postgres = yaml.safe_load((REPO_ROOT / "dagster_home" / "postgres" / "dagster.yaml").read_text())
     db = postgres["storage"]["postgres"]["postgres_db"]
     assert db.pop("scheme") == "postgresql+psycopg2"
     assert {v["env"] for v in db.values()} == {
         "DAGSTER_PG_HOST", "DAGSTER_PG_PORT", "DAGSTER_PG_USER", "DAGSTER_PG_PASSWORD", "DAGSTER_PG_DB"
     }
+
+
+def test_project_instance_turns_dagsters_run_monitoring_on(tmp_path, monkeypatch):
+    """Dagster's own run monitoring, as the project's instance loads it: the daemon of ./run.sh dev
+    fails runs stuck starting or canceling and frees the slots of finished runs."""
+    import shutil
+
+    home = tmp_path / "home"
+    home.mkdir()
+    shutil.copy(REPO_ROOT / "dagster_home" / "dagster.yaml", home / "dagster.yaml")
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    with dg.DagsterInstance.get() as instance:
+        assert instance.run_monitoring_enabled
+        assert instance.run_monitoring_start_timeout_seconds == 180
+        assert instance.run_monitoring_cancel_timeout_seconds == 180
+        assert instance.run_monitoring_settings["free_slots_after_run_end_seconds"] == 60
 
 
 def test_definitions_have_the_training_and_scoring_jobs_in_the_main_job_plan():

@@ -83,7 +83,8 @@ def load_model(tracking: MlflowTracking, model_uri: str) -> Any:
     """The ``ScoringModel`` of a registered version (``models:/name/version`` or ``models:/name@alias``)."""
     mlflow = tracking.configured_mlflow()
     try:
-        loaded = mlflow.pyfunc.load_model(model_uri)
+        with tracking.request_settings():
+            loaded = mlflow.pyfunc.load_model(model_uri)
         return loaded.unwrap_python_model().model
     except Exception as exc:  # noqa: BLE001 - any load problem is reported the same way
         raise ModelLoadError(f"{model_uri} cannot be loaded from {tracking.display_uri()} ({type(exc).__name__}: {exc})") from None

@@ -1,8 +1,8 @@
 """A code location for the crash tests.
 
 - ``held`` holds a pool slot, an MLflow run, a PENDING logged model and a registered candidate (as
-  training does), says where it is, and waits to be killed (``CRASH_WAIT`` seconds); ``after``
-  needs the same pool.
+  training does), says where it is, and waits to be killed (``CRASH_WAIT`` seconds, or until the
+  file ``CRASH_RELEASE`` exists); ``after`` needs the same pool.
 - ``days``: a daily asset stored by the project's Parquet IO manager under ``CRASH_DATA_DIR``, its
   rows depending on ``CRASH_VERSION``. With ``CRASH_AFTER_RENAMES=N`` the write stops after N day
   files were renamed into place (before Dagster records anything): it writes ``CRASH_MARKER`` and
@@ -33,7 +33,10 @@ def held(context: dg.AssetExecutionContext, tracking: MlflowTracking) -> None:
         client.create_model_version("crash_model", f"models:/{model.model_id}", run_id=run.info.run_id,
                                     tags={"evaluation": "pending", "dagster_run_id": context.run.run_id})
         Path(os.environ["CRASH_MARKER"]).write_text(f"{context.run.run_id} {os.getpid()}")
-        time.sleep(float(os.environ.get("CRASH_WAIT", "0")))
+        release = os.environ.get("CRASH_RELEASE")
+        deadline = time.monotonic() + float(os.environ.get("CRASH_WAIT", "0"))
+        while time.monotonic() < deadline and not (release and Path(release).exists()):
+            time.sleep(0.2)
 
 
 @dg.asset(pool=POOL)
@@ -71,8 +74,12 @@ def _stop_after_renames() -> None:
 
 _stop_after_renames()
 
+#: ``held`` as a job, for runs launched through the instance's run launcher (a run worker process)
+held_job = dg.define_asset_job("held_job", selection=[held])
+
 defs = dg.Definitions(
     assets=[held, after, days],
+    jobs=[held_job],
     resources={
         "tracking": MlflowTracking(local_dir=os.environ.get("CRASH_MLFLOW_DIR", ".mlflow-crash")),
         "parquet_io_manager": PartitionedParquetIOManager(base_dir=os.environ.get("CRASH_DATA_DIR", ".data-crash")),

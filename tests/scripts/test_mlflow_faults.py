@@ -54,10 +54,9 @@ def stop(process: subprocess.Popen, sig=signal.SIGKILL) -> None:
 
 @pytest.mark.slow
 def test_mlflow_server_killed_mid_logging_is_retried_and_its_orphan_run_closed(tmp_path, instance, monkeypatch):
-    # MLflow reads its HTTP retries from the environment, which an earlier test may have set: with
-    # retries, the killed attempt's end_run would reach the restarted server and end its own run.
-    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
-    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "3")
+    # No retries by MLflow itself (the resource's setting applies to its own calls whatever the
+    # environment says): with retries, the killed attempt's end_run would reach the restarted server
+    # and end its own run.
     root, port = tmp_path / "server", free_port()
     root.mkdir()
     servers = [start_server(root, port)]

@@ -108,6 +108,92 @@ def test_killed_cli_run_is_closed_and_frees_its_pool_slot_and_mlflow_run(tmp_pat
     assert again.lines() == ["    nothing to recover"]
 
 
+
+@pytest.mark.slow
+def test_killed_cli_alone_is_closed_once_its_surviving_step_process_ends(tmp_path, monkeypatch):
+    """kill -9 of the CLI process only: its step process lives on and finishes the step. While it
+    runs, recovery leaves the run alone; once it is gone, the run is closed naming both processes."""
+    home, marker, release = _home(tmp_path), tmp_path / "started", tmp_path / "release"
+    env = {**os.environ, "DAGSTER_HOME": str(home), "CRASH_MARKER": str(marker), "CRASH_WAIT": "600",
+           "CRASH_RELEASE": str(release), "CRASH_MLFLOW_DIR": str(tmp_path / "mlflow"), "PYTHONPATH": str(REPO_ROOT)}
+    cli = _materialize("held", env, start_new_session=True)
+    deadline = time.monotonic() + 180
+    while not marker.exists():
+        assert cli.poll() is None and time.monotonic() < deadline, "the asset did not start"
+        time.sleep(0.5)
+    run_id, step_pid = marker.read_text().split()
+    os.kill(cli.pid, signal.SIGKILL)  # the CLI only, not its process group
+    cli.wait()
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    with dg.DagsterInstance.get() as instance:
+        assert process_alive(int(step_pid), since=time.time())
+        assert recover(instance).closed_runs == {}  # its step process still works
+        assert instance.get_run_by_id(run_id).status == dg.DagsterRunStatus.STARTED
+
+        release.write_text("finish the step")
+        deadline = time.monotonic() + 120
+        while process_alive(int(step_pid), since=time.time()):
+            assert time.monotonic() < deadline, "the step process did not end"
+            time.sleep(0.5)
+        assert instance.get_run_by_id(run_id).status == dg.DagsterRunStatus.STARTED  # nobody ended the run
+
+        report = recover(instance)
+
+        assert instance.get_run_by_id(run_id).status == dg.DagsterRunStatus.FAILURE
+        reason = report.closed_runs[run_id]
+        assert reason.startswith(f"its process {cli.pid} is gone (nor its step process(es) ") and step_pid in reason
+        assert instance.event_log_storage.get_concurrency_info("crash_pool").claimed_slots == []
+
+
+
+@pytest.mark.slow
+def test_killed_run_worker_of_a_launched_run_is_closed_and_frees_its_slot(tmp_path, monkeypatch):
+    """A run launched through the instance's run launcher (as the daemon of ./run.sh dev launches
+    them) executes in a run worker process, not in the CLI: kill -9 of that worker and its step
+    process leaves the run STARTED; recovery closes it and frees its slot."""
+    home, marker = _home(tmp_path), tmp_path / "started"
+    config = home / "dagster.yaml"
+    # launch at once through the default run launcher, without a daemon to dequeue the run
+    config.write_text("run_coordinator:\n  module: dagster.core.run_coordinator\n  class: DefaultRunCoordinator\n"
+                      + config.read_text())
+    env = {**os.environ, "DAGSTER_HOME": str(home), "CRASH_MARKER": str(marker), "CRASH_WAIT": "600",
+           "CRASH_MLFLOW_DIR": str(tmp_path / "mlflow"), "PYTHONPATH": str(REPO_ROOT)}
+    launcher = subprocess.Popen([DAGSTER, "job", "launch", "-f", "tests/scripts/crash_defs.py", "-j", "held_job"],
+                                cwd=REPO_ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                start_new_session=True)
+    try:
+        deadline = time.monotonic() + 240
+        while not marker.exists():
+            assert time.monotonic() < deadline, "the launched run did not start its step"
+            time.sleep(0.5)
+        run_id, step_pid = marker.read_text().split()
+        monkeypatch.setenv("DAGSTER_HOME", str(home))
+        with dg.DagsterInstance.get() as instance:
+            [start] = instance.get_records_for_run(run_id, of_type=dg.DagsterEventType.RUN_START).records
+            worker = start.event_log_entry.dagster_event.pid
+            assert worker not in (None, launcher.pid)  # the run executes in a worker process of its own
+            for pid in (int(step_pid), worker):  # kill -9 of the run worker and its step process
+                os.kill(pid, signal.SIGKILL)
+            deadline = time.monotonic() + 60
+            while process_alive(worker, since=time.time()) or process_alive(int(step_pid), since=time.time()):
+                assert time.monotonic() < deadline
+                time.sleep(0.2)
+            assert instance.get_run_by_id(run_id).status == dg.DagsterRunStatus.STARTED
+
+            report = recover(instance)
+
+            assert instance.get_run_by_id(run_id).status == dg.DagsterRunStatus.FAILURE
+            assert report.closed_runs[run_id].startswith(f"its process {worker} is gone")
+            assert step_pid in report.closed_runs[run_id]
+            assert instance.event_log_storage.get_concurrency_info("crash_pool").claimed_slots == []
+    finally:
+        try:  # the launching CLI and the code server it started
+            os.killpg(launcher.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        launcher.wait(timeout=60)
+
+
 def _hashes(folder: Path) -> dict[str, str]:
     import hashlib
 
