@@ -76,6 +76,25 @@ def namespace(pipeline: str, day: str) -> str:
     return f"{pipeline}|{day}"
 
 
+def stored_days(store: KeyValueStore, pipeline: str) -> list[str]:
+    """The days of ``pipeline`` the store holds records of, oldest first."""
+    prefix = f"{pipeline}|"
+    return sorted(ns[len(prefix):] for ns in store.namespaces() if ns.startswith(prefix))
+
+
+def retained_days(stored: list[str], new: list[str], keep: int) -> list[str]:
+    """The days the store keeps once ``new`` days are written: the newest ``keep`` of both."""
+    return sorted(set(stored) | set(new))[-keep:]
+
+
+def prune_days(store: KeyValueStore, pipeline: str, keep: list[str]) -> list[str]:
+    """Remove the records of every stored day of ``pipeline`` not in ``keep``; the days removed."""
+    removed = [day for day in stored_days(store, pipeline) if day not in set(keep)]
+    for day in removed:
+        store.delete_namespace(namespace(pipeline, day))
+    return removed
+
+
 def groups_of(spec: PipelineSpec) -> dict[tuple[str, ...], list[str]]:
     """``{key columns: features}`` of the online features of ``spec``."""
     groups: dict[tuple[str, ...], list[str]] = {}
