@@ -256,8 +256,10 @@ def finish(frame: pd.DataFrame, spec: PipelineSpec) -> pd.DataFrame:
     numeric = [c for c in spec.features.numeric if c not in key and result[c].dtype != "float64"]
     if numeric:
         result = result.astype({c: "float64" for c in numeric})
-    order = list(dict.fromkeys([PARTITION_COLUMN, *key]))
-    return result.sort_values(order, kind="mergesort", na_position="last").reset_index(drop=True)
+    if len(result) > 1:  # one row (a single scoring request) is sorted already
+        order = list(dict.fromkeys([PARTITION_COLUMN, *key]))
+        result = result.sort_values(order, kind="mergesort", na_position="last")
+    return result.reset_index(drop=True)
 
 
 def rows_for_days(
