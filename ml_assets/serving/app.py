@@ -79,6 +79,7 @@ def create_app(settings: ServiceSettings, start_background: bool = True) -> Any:
     req_spec = request_spec(spec)
     groups = groups_of(spec)
     Row = row_model(spec)
+    row_columns = list(Row.model_fields)
     PredictRequest = create_model(
         "PredictRequest", rows=(list[Row], Field(min_length=1, max_length=MAX_ROWS, description="Rows to score."))
     )
@@ -172,7 +173,7 @@ def create_app(settings: ServiceSettings, start_background: bool = True) -> Any:
         if champion is None:
             requests_total.labels("/predict", "503").inc()
             raise HTTPException(status_code=503, detail=models.no_champion_message())
-        rows = pd.DataFrame([r.model_dump() for r in request.rows])
+        rows = pd.DataFrame({c: [getattr(r, c) for r in request.rows] for c in row_columns})
         features, stats = join_online(request_features(rows, spec, req_spec), spec, settings.store, groups)
         scores, labels, unseen_rows = champion.scorer.score(features)
         unseen_counts: dict[str, int] = {}

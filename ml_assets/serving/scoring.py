@@ -71,12 +71,16 @@ class FastScorer:
             codes, known = self.codes[k], self.known[k]
             target = out[:, offset + k]
             for i, value in enumerate(frame[column].tolist()):
-                if _missing(value):
+                if value.__class__ is str:
+                    text = value
+                elif _missing(value):
                     target[i] = np.nan
                     continue
-                text = str(value)
-                target[i] = codes.get(text, np.nan)
-                if text not in known:
+                else:
+                    text = str(value)
+                code = codes.get(text)
+                target[i] = np.nan if code is None else code
+                if code is None and text not in known:
                     unseen[i].append(column)
         return out, unseen
 
