@@ -13,6 +13,10 @@ The baseline is the same registered model loaded with ``mlflow.pyfunc.load_model
 fed the day's precomputed offline features: single-row ``predict`` latency and batch rows per second.
 
     .venv/bin/python bench/bench_serving.py [--tracking-uri sqlite:///.mlflow/mlflow.db] [--day 2013-03-12]
+
+It prints the JSON of the run, then the README's table (markdown, with the load average before and
+after the run and the CPU count in its header), and writes both to ``bench/results/serving.json`` and
+``bench/results/serving.md``.
 """
 
 import argparse
@@ -107,6 +111,7 @@ def main() -> None:
     from ml_assets.serving.online import namespace, online_records, request_columns
     from resources.online_store import SqliteKeyValueStore
 
+    load_before = os.getloadavg()
     spec = load_pipeline(REPO_ROOT / "pipelines" / "flights.yaml")
     features, raw = offline_features(spec, args.day)
     year, month, dom = (int(p) for p in args.day.split("-"))
@@ -146,8 +151,43 @@ def main() -> None:
         server.terminate()
         server.wait(30)
     baseline = in_process(spec, args.tracking_uri, features, n_single=int(args.rate * args.seconds), batch=args.batch)
-    print(json.dumps({"day": args.day, "rows_of_day": n_rows, "service_single": single, "service_batch": batch,
-                      "in_process_mlflow": baseline, "load_average": os.getloadavg()}, indent=1))
+    result = {"day": args.day, "rows_of_day": n_rows, "rate": args.rate, "seconds": args.seconds,
+              "batch": args.batch, "service_single": single, "service_batch": batch,
+              "in_process_mlflow": baseline, "load_average_before": load_before,
+              "load_average_after": os.getloadavg(), "cpus": os.cpu_count()}
+    table = markdown_table(result)
+    print(json.dumps(result, indent=1))
+    print(table)
+    out = REPO_ROOT / "bench" / "results"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "serving.json").write_text(json.dumps(result, indent=1))
+    (out / "serving.md").write_text(table)
+
+
+def ms(value: float) -> str:
+    return f"{value:.1f} ms" if value < 1000 else f"{value / 1000:.1f} s"
+
+
+def markdown_table(r: dict) -> str:
+    """The README's table of one run."""
+    single, batch, base = r["service_single"], r["service_batch"], r["in_process_mlflow"]
+    before = ", ".join(f"{x:.1f}" for x in r["load_average_before"])
+    after = ", ".join(f"{x:.1f}" for x in r["load_average_after"])
+    lines = [
+        f"| {r['day']} ({r['rows_of_day']} flights), {r['cpus']} CPUs, load average (1, 5, 15 min) {before}"
+        f" before, {after} after | p50 | p95 | p99 | batch rows/s |",
+        "| --- | --- | --- | --- | --- |",
+        f"| service, single rows at {r['rate']:g} req/s for {r['seconds']:g} s (from schedule;"
+        f" {single['achieved_rps']:.1f} req/s achieved, {single['errors']} errors)"
+        f" | {ms(single['p50_ms'])} | {ms(single['p95_ms'])} | {ms(single['p99_ms'])} | |",
+        f"| service, single rows, time of each response alone | {ms(single['response_only']['p50_ms'])}"
+        f" | {ms(single['response_only']['p95_ms'])} | {ms(single['response_only']['p99_ms'])} | |",
+        f"| service, {batch['requests']} batches of {r['batch']:,} rows ({batch['errors']} errors) | {ms(batch['p50_ms'])}"
+        f" | {ms(batch['p95_ms'])} | {ms(batch['p99_ms'])} | **{batch['rows_per_s']:,.0f}** |",
+        f"| MLflow pyfunc in process, single rows / {r['batch']:,}-row batches | {ms(base['single']['p50_ms'])}"
+        f" | {ms(base['single']['p95_ms'])} | {ms(base['single']['p99_ms'])} | {base['batch_rows_per_s']:,.0f} |",
+    ]
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":

@@ -717,8 +717,16 @@ class LiveGateSettings(Strict):
 
 
 class ServingSection(Strict):
-    """Online serving (``./run.sh serve``): the live champion/challenger gate."""
+    """Online serving (``./run.sh serve``): the online store's retention and the live champion/challenger gate."""
 
+    online_days: int = Field(
+        default=3, ge=1,
+        description=(
+            "Days of online features the online store keeps: the newest this many days (a request row"
+            " joins the records of its own day); every older day's records are removed when"
+            " online_features runs."
+        ),
+    )
     live_gate: LiveGateSettings = Field(default_factory=LiveGateSettings)
 
 

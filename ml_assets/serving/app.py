@@ -79,6 +79,7 @@ def create_app(settings: ServiceSettings, start_background: bool = True) -> Any:
     req_spec = request_spec(spec)
     groups = groups_of(spec)
     Row = row_model(spec)
+    row_columns = list(Row.model_fields)
     PredictRequest = create_model(
         "PredictRequest", rows=(list[Row], Field(min_length=1, max_length=MAX_ROWS, description="Rows to score."))
     )
@@ -172,29 +173,26 @@ def create_app(settings: ServiceSettings, start_background: bool = True) -> Any:
         if champion is None:
             requests_total.labels("/predict", "503").inc()
             raise HTTPException(status_code=503, detail=models.no_champion_message())
-        rows = pd.DataFrame([r.model_dump() for r in request.rows])
+        rows = pd.DataFrame({c: [getattr(r, c) for r in request.rows] for c in row_columns})
         features, stats = join_online(request_features(rows, spec, req_spec), spec, settings.store, groups)
-        scores = champion.model.score(features)
-        prep = champion.model.preprocessing
-        unseen_rows: list[list[str]] = [[] for _ in range(len(features))]
-        for column in prep.categorical:
-            values = features[column]
-            bad = values.notna().to_numpy() & ~values.astype(str).isin(prep.categories[column]).to_numpy()
-            if bad.any():
-                unseen.labels(column).inc(int(bad.sum()))
-                for i in bad.nonzero()[0]:
-                    unseen_rows[i].append(column)
+        scores, labels, unseen_rows = champion.scorer.score(features)
+        unseen_counts: dict[str, int] = {}
+        for columns in unseen_rows:
+            for column in columns:
+                unseen_counts[column] = unseen_counts.get(column, 0) + 1
+        for column, count in unseen_counts.items():
+            unseen.labels(column).inc(count)
         for group, count in stats.missing.items():
             if count:
                 missing_keys.labels(group).inc(count)
         traffic.submit({
             "request_id": uuid.uuid4().hex, "served_at": dt.datetime.now(dt.UTC).isoformat(),
-            "features": features, "scores": scores, "champion_version": champion.version,
+            "features": features, "scores": scores, "labels": labels, "champion_version": champion.version,
             "challenger": models.challenger, "missing_keys": stats.missing_by_row, "unseen": unseen_rows,
         })
         body = {
-            "predictions": [{"score": float(s), "label": float(l)}
-                            for s, l in zip(scores["score"].to_numpy(), scores["label"].to_numpy())],
+            "predictions": [{"score": s, "label": l}
+                            for s, l in zip(scores.astype(float).tolist(), labels.astype(float).tolist())],
             "model": {"name": champion.name, "version": champion.version},
         }
         rows_total.inc(len(features))

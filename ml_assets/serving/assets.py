@@ -21,7 +21,7 @@ from ml_assets.keys import pipeline_keys
 from ml_assets.metadata import code_version, data_failure, markdown_table, partition_keys
 from resources.online_store import OnlineFeatureStore
 
-SERVING_CODE_VERSION = "1"
+SERVING_CODE_VERSION = "2"
 
 
 def build_online_features_asset(spec: PipelineSpec, partitions_def: dg.PartitionsDefinition) -> dg.AssetsDefinition:
@@ -41,16 +41,23 @@ def build_online_features_asset(spec: PipelineSpec, partitions_def: dg.Partition
             " features (the same feature function) split into one record per key (history per"
             " entity, the origin's weather and schedule per hour) in the online store, under the"
             " day, replacing that day's records. A request row joins the records of its own day."
+            f" The store keeps the newest {spec.serving.online_days} day(s) (serving.online_days) and"
+            " removes older days' records."
         ),
     )
     def _online_features(context: dg.AssetExecutionContext, online_store: OnlineFeatureStore, features):
-        from ml_assets.serving.online import namespace, online_records
+        from ml_assets.serving.online import namespace, online_records, prune_days, retained_days, stored_days
 
         store = online_store.store()
         days = partition_keys(context) or []
+        # the store keeps the newest `serving.online_days` days: days of this run older than those are
+        # not written, and older stored days are removed
+        keep = retained_days(stored_days(store, spec.name), days, spec.serving.online_days)
         totals: dict[str, int] = {}
         written = 0
         for day in days:
+            if day not in keep:
+                continue
             frame = features[features[PARTITION_COLUMN] == day]
             if frame.empty:
                 store.delete_namespace(namespace(spec.name, day))
@@ -66,13 +73,22 @@ def build_online_features_asset(spec: PipelineSpec, partitions_def: dg.Partition
                                            partition_key=day)
             for group, n in counts.items():
                 totals[group] = totals.get(group, 0) + n
-        context.log.info(f"wrote {written} online records for {len(days)} day(s) to {store.describe()}")
+        removed = prune_days(store, spec.name, keep)
+        skipped = [d for d in days if d not in keep]
+        context.log.info(
+            f"wrote {written} online records for {len(days) - len(skipped)} day(s) to {store.describe()};"
+            f" the store keeps {', '.join(keep)} (serving.online_days {spec.serving.online_days}),"
+            f" removed {len(removed)} older day(s), skipped {len(skipped)} day(s) of this run older than those"
+        )
         return dg.MaterializeResult(metadata={
             "records": dg.MetadataValue.int(written),
             "store": dg.MetadataValue.text(store.describe()),
             "keys_per_group": dg.MetadataValue.md(markdown_table(
                 [{"group": g, "keys": n} for g, n in totals.items()])),
-            **({"run_days": dg.MetadataValue.int(len(days))} if len(days) > 1 else {}),
+            "days_in_store": dg.MetadataValue.text(", ".join(keep)),
+            "days_removed": dg.MetadataValue.int(len(removed)),
+            **({"run_days": dg.MetadataValue.int(len(days)),
+                "run_days_not_kept": dg.MetadataValue.int(len(skipped))} if len(days) > 1 else {}),
         })
 
     return _online_features

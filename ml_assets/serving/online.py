@@ -76,6 +76,25 @@ def namespace(pipeline: str, day: str) -> str:
     return f"{pipeline}|{day}"
 
 
+def stored_days(store: KeyValueStore, pipeline: str) -> list[str]:
+    """The days of ``pipeline`` the store holds records of, oldest first."""
+    prefix = f"{pipeline}|"
+    return sorted(ns[len(prefix):] for ns in store.namespaces() if ns.startswith(prefix))
+
+
+def retained_days(stored: list[str], new: list[str], keep: int) -> list[str]:
+    """The days the store keeps once ``new`` days are written: the newest ``keep`` of both."""
+    return sorted(set(stored) | set(new))[-keep:]
+
+
+def prune_days(store: KeyValueStore, pipeline: str, keep: list[str]) -> list[str]:
+    """Remove the records of every stored day of ``pipeline`` not in ``keep``; the days removed."""
+    removed = [day for day in stored_days(store, pipeline) if day not in set(keep)]
+    for day in removed:
+        store.delete_namespace(namespace(pipeline, day))
+    return removed
+
+
 def groups_of(spec: PipelineSpec) -> dict[tuple[str, ...], list[str]]:
     """``{key columns: features}`` of the online features of ``spec``."""
     groups: dict[tuple[str, ...], list[str]] = {}
@@ -184,40 +203,60 @@ def key_column(values: pd.Series) -> pd.Series:
     return pd.Series([texts[c] for c in codes], index=values.index, dtype=object)
 
 
+def row_keys(features: pd.DataFrame, pipeline: str, groups: dict[tuple[str, ...], list[str]]) -> dict[tuple[str, ...], list[str]]:
+    """Per group, the store key of every row (``<pipeline>|<day>|<group>|<key values>``), in plain
+    Python: a request is small, and per-column pandas calls would cost more than the strings."""
+    days = [str(d) for d in features[PARTITION_COLUMN].astype(str).tolist()]
+    columns_values = {c: features[c].tolist() for columns in groups for c in columns}
+    texts: dict[str, list[str]] = {c: [key_text(v) for v in values] for c, values in columns_values.items()}
+    keys: dict[tuple[str, ...], list[str]] = {}
+    for columns in groups:
+        head = "|" + group_name(columns)
+        parts = [texts[c] for c in columns]
+        keys[columns] = [f"{pipeline}|{day}{head}|" + "|".join(vals) for day, *vals in zip(days, *parts)]
+    return keys
+
+
 def join_online(
     features: pd.DataFrame, spec: PipelineSpec, store: KeyValueStore, groups: dict[tuple[str, ...], list[str]]
 ) -> tuple[pd.DataFrame, JoinStats]:
     """``features`` with every online feature filled from ``store`` by the row's day and key; a key
     with no record (no history, or a day without online features) leaves the features missing (NaN,
-    which the model scores as missing) and is counted per group. Each distinct key is read and
-    parsed once."""
+    which the model scores as missing) and is counted per group. Each distinct key is read once, and
+    the new columns are added to the frame in one step."""
+    import numpy as np
     import pandas as pd
 
-    out = features.copy()
-    stats = JoinStats(rows=len(out), missing_by_row=[[] for _ in range(len(out))])
-    prefix = spec.name + "|" + out[PARTITION_COLUMN].astype(str) + "|"
-    row_keys: dict[tuple[str, ...], pd.Series] = {}
-    for columns in groups:
-        key = prefix + group_name(columns)
-        for column in columns:
-            key = key + "|" + key_column(out[column])
-        row_keys[columns] = key
-    distinct = list(dict.fromkeys(k for keys in row_keys.values() for k in keys))
+    n = len(features)
+    stats = JoinStats(rows=n, missing_by_row=[[] for _ in range(n)])
+    keys = row_keys(features, spec.name, groups)
+    distinct = list(dict.fromkeys(k for group_keys in keys.values() for k in group_keys))
     found = dict(zip(distinct, store.get_many(distinct)))
-    for columns, names in groups.items():
-        group = group_name(columns)
-        keys = row_keys[columns]
-        present = keys.map(lambda k: found[k] is not None).to_numpy(dtype=bool)
-        stats.missing[group] = int((~present).sum())
-        for i in (~present).nonzero()[0]:
-            stats.missing_by_row[i].append(group)
-        unique = [k for k in dict.fromkeys(keys) if found[k] is not None]
-        table = pd.DataFrame.from_records([found[k] for k in unique], columns=names)
-        table.index = pd.Index(unique, dtype=object)
-        aligned = table.reindex(keys.to_numpy())
+    numeric = set(spec.features.numeric)
+    columns: dict[str, Any] = {}
+    for group_columns, names in groups.items():
+        group = group_name(group_columns)
+        records = [found[k] for k in keys[group_columns]]
+        missing = 0
+        for i, record in enumerate(records):
+            if record is None:
+                missing += 1
+                stats.missing_by_row[i].append(group)
+        stats.missing[group] = missing
         for name in names:
-            if name in spec.features.numeric:
-                out[name] = pd.to_numeric(aligned[name], errors="coerce").astype("float64").to_numpy()
+            values = [None if r is None else r.get(name) for r in records]
+            if name in numeric:
+                try:
+                    columns[name] = np.array([np.nan if v is None else v for v in values], dtype="float64")
+                except (TypeError, ValueError):
+                    columns[name] = pd.to_numeric(pd.Series(values, dtype=object), errors="coerce").to_numpy("float64")
             else:
-                out[name] = aligned[name].astype(object).where(aligned[name].notna(), None).to_numpy()
+                array = np.empty(n, dtype=object)
+                array[:] = values
+                columns[name] = array
+    new = pd.DataFrame(columns, index=features.index)
+    kept = features.drop(columns=[c for c in columns if c in features.columns])
+    out = pd.concat([kept, new], axis=1)
+    if len(kept.columns) != len(features.columns):  # a joined column replaced one in place
+        out = out[[*features.columns, *[c for c in columns if c not in features.columns]]]
     return out, stats

@@ -1,8 +1,9 @@
 """The served-traffic log: every scored row with its features, the champion's score and (scored off
 the response path) the challenger's, in a SQLite file the ``served_predictions`` asset reads per day.
 
-``TrafficLog.submit`` only puts the request on a queue; one worker thread scores the challenger and
-writes the rows, so neither slows the response. No Dagster here.
+``TrafficLog.submit`` only puts the request on a queue; one worker thread takes everything queued,
+scores the challenger once for all of it and writes the rows in one transaction, so neither slows the
+response. No Dagster here.
 """
 
 from __future__ import annotations
@@ -62,8 +63,9 @@ def read_day(path: str | Path, day: str) -> pd.DataFrame:
 class TrafficLog:
     """A queue and one writer thread: ``submit`` returns at once."""
 
-    def __init__(self, path: str | Path, max_queue: int = 10_000) -> None:
+    def __init__(self, path: str | Path, max_queue: int = 10_000, batch_items: int = 500) -> None:
         self.path = Path(path)
+        self.batch_items = batch_items
         self.queue: queue.Queue = queue.Queue(maxsize=max_queue)
         self.dropped = 0
         self.written = 0
@@ -85,38 +87,66 @@ class TrafficLog:
     def _run(self) -> None:
         conn = connect(self.path)
         while True:
-            item = self.queue.get()
-            if "flush" in item:
-                item["flush"].set()
-                continue
-            try:
-                self._write(conn, item)
-            except Exception:  # noqa: BLE001 - a bad log write must not stop the writer
-                log.exception("writing served traffic failed")
+            # everything queued so far in one go: one challenger call and one transaction for many
+            # requests keeps the writer's share of the interpreter small under load
+            items = [self.queue.get()]
+            while len(items) < self.batch_items:
+                try:
+                    items.append(self.queue.get_nowait())
+                except queue.Empty:
+                    break
+            flushes = [item["flush"] for item in items if "flush" in item]
+            requests = [item for item in items if "flush" not in item]
+            if requests:
+                try:
+                    self._write(conn, requests)
+                except Exception:  # noqa: BLE001 - a bad log write must not stop the writer
+                    log.exception("writing served traffic failed")
+            for done in flushes:
+                done.set()
 
-    def _write(self, conn: sqlite3.Connection, item: dict[str, Any]) -> None:
-        features: pd.DataFrame = item["features"]
-        challenger = item.get("challenger")
-        challenger_scores = None
-        if challenger is not None:
-            challenger_scores = challenger.model.score(features)
-        champion_scores = item["scores"]
+    def _write(self, conn: sqlite3.Connection, items: list[dict[str, Any]]) -> None:
+        import numpy as np
+        import pandas as pd
+
+        features = pd.concat([item["features"] for item in items], ignore_index=True)
+        sizes = [len(item["features"]) for item in items]
+        owner = np.repeat(np.arange(len(items)), sizes)
+        shadow = np.full(len(features), np.nan)
+        shadow_label = np.full(len(features), np.nan)
+        shadow_version: list[str | None] = [None] * len(features)
+        # the challenger scores the rows of the requests that had one, grouped by version
+        by_version: dict[str, list[int]] = {}
+        for i, item in enumerate(items):
+            if item.get("challenger") is not None:
+                by_version.setdefault(item["challenger"].version, []).append(i)
+        for version, members in by_version.items():
+            challenger = items[members[0]]["challenger"]
+            rows = np.isin(owner, members)
+            scores, labels, _ = challenger.scorer.score(features[rows])
+            shadow[rows] = np.asarray(scores, dtype=float)
+            shadow_label[rows] = np.asarray(labels, dtype=float)
+            for i in rows.nonzero()[0]:
+                shadow_version[i] = version
         # one JSON text per row, by pandas in one call
         texts = features.to_json(orient="records", lines=True, date_format="iso").splitlines()
         days = features["partition_date"].astype(object).where(features["partition_date"].notna(), None).tolist()
-        champion = champion_scores["score"].to_numpy(dtype=float).tolist()
-        champion_label = champion_scores["label"].to_numpy(dtype=float).tolist()
-        if challenger_scores is not None:
-            shadow = challenger_scores["score"].to_numpy(dtype=float).tolist()
-            shadow_label = challenger_scores["label"].to_numpy(dtype=float).tolist()
-        rows = [
-            (item["request_id"], i, item["served_at"], days[i], item["champion_version"], champion[i],
-             champion_label[i], challenger.version if challenger is not None else None,
-             shadow[i] if challenger_scores is not None else None,
-             shadow_label[i] if challenger_scores is not None else None,
-             json.dumps(item["missing_keys"][i]), json.dumps(item["unseen"][i]), texts[i])
-            for i in range(len(texts))
-        ]
+        champion = np.concatenate([np.asarray(item["scores"], dtype=float) for item in items]).tolist()
+        champion_label = np.concatenate([np.asarray(item["labels"], dtype=float) for item in items]).tolist()
+        shadow_list, shadow_label_list = shadow.tolist(), shadow_label.tolist()
+        rows = []
+        position = 0
+        for item, size in zip(items, sizes):
+            for i in range(size):
+                j = position + i
+                has_shadow = shadow_version[j] is not None
+                rows.append((
+                    item["request_id"], i, item["served_at"], days[j], item["champion_version"], champion[j],
+                    champion_label[j], shadow_version[j], shadow_list[j] if has_shadow else None,
+                    shadow_label_list[j] if has_shadow else None, json.dumps(item["missing_keys"][i]),
+                    json.dumps(item["unseen"][i]), texts[j],
+                ))
+            position += size
         with conn:
             conn.executemany(f"INSERT OR REPLACE INTO served VALUES ({','.join('?' * len(COLUMNS))})", rows)
         self.written += len(rows)

@@ -13,9 +13,12 @@ from ml_assets.serving.online import (
     join_online,
     namespace,
     online_records,
+    prune_days,
     request_columns,
     request_features,
     request_spec,
+    retained_days,
+    stored_days,
 )
 from tests.conftest import real_features, require_service
 
@@ -25,6 +28,12 @@ DAY = "2013-06-10"
 @pytest.fixture(scope="module")
 def day_features():
     return real_features(DAY, DAY)
+
+
+@pytest.fixture(scope="module")
+def three_days():
+    """Real features of the three days up to DAY."""
+    return real_features("2013-06-08", DAY)
 
 
 @pytest.fixture(scope="module")
@@ -83,6 +92,71 @@ def test_redis_store_gives_the_same(flights_spec, day_features, day_raw):
         store.delete_namespace(namespace("flights", DAY))
         store.client.delete(f"{store.prefix}namespaces")
     assert store.get_many([f"flights|{DAY}|carrier|UA"]) == [None]
+
+
+def prune_roundtrip(store, spec, features, count_rows):
+    """Three real days written, the store keeping 2: the oldest day's records are removed (and only
+    they); an older day written later is not kept."""
+    days = sorted(features[PARTITION_COLUMN].unique())
+    assert len(days) == 3
+    by_day = {}
+    for day in days:
+        records, _ = online_records(features[features[PARTITION_COLUMN] == day].reset_index(drop=True), spec)
+        store.replace(namespace(spec.name, day), records)
+        by_day[day] = records
+    assert stored_days(store, spec.name) == days
+    assert count_rows() == sum(len(r) for r in by_day.values())
+    keep = retained_days(stored_days(store, spec.name), [], 2)
+    assert keep == days[1:]
+    assert prune_days(store, spec.name, keep) == [days[0]]
+    assert stored_days(store, spec.name) == days[1:]
+    assert count_rows() == len(by_day[days[1]]) + len(by_day[days[2]])
+    oldest = list(by_day[days[0]])
+    assert store.get_many(oldest[:3]) == [None, None, None]
+    kept = list(by_day[days[2]])[:3]
+    assert store.get_many(kept) == [by_day[days[2]][k] for k in kept]
+    # a backfill of the removed day is older than the two kept: not kept
+    assert retained_days(stored_days(store, spec.name), [days[0]], 2) == days[1:]
+    assert prune_days(store, spec.name, days[1:]) == []
+    return days
+
+
+def test_sqlite_store_keeps_only_the_configured_days(flights_spec, three_days, tmp_path):
+    import sqlite3
+
+    from resources.online_store import SqliteKeyValueStore
+
+    store = SqliteKeyValueStore(tmp_path / "online.sqlite")
+    other = {"other|2013-01-01|g|x": {"f": 1.0}}
+    store.replace("other|2013-01-01", other)  # another pipeline's day is not touched
+
+    def count_rows() -> int:
+        with sqlite3.connect(tmp_path / "online.sqlite") as conn:
+            return conn.execute("SELECT count(*) FROM online_features WHERE namespace LIKE 'flights|%'").fetchone()[0]
+
+    prune_roundtrip(store, flights_spec, three_days, count_rows)
+    assert store.get_many(list(other)) == [{"f": 1.0}]
+
+
+def test_redis_store_keeps_only_the_configured_days(flights_spec, three_days):
+    require_service("Redis", "127.0.0.1", 6379)
+    import uuid
+
+    from resources.online_store import RedisKeyValueStore
+
+    store = RedisKeyValueStore("redis://127.0.0.1:6379/0", prefix=f"test:{uuid.uuid4().hex}:")
+
+    def count_rows() -> int:  # record keys only (not the namespace sets)
+        return sum(1 for _ in store.client.scan_iter(match=f"{store.prefix}flights|*", count=1000))
+
+    try:
+        days = prune_roundtrip(store, flights_spec, three_days, count_rows)
+        assert not store.client.exists(f"{store.prefix}ns:{namespace('flights', days[0])}")
+    finally:
+        for ns in store.namespaces():
+            store.delete_namespace(ns)
+        store.client.delete(f"{store.prefix}namespaces")
+    assert not list(store.client.scan_iter(match=f"{store.prefix}*"))
 
 
 def test_a_feature_that_varies_within_its_key_is_refused(flights_spec, day_features):
