@@ -66,12 +66,13 @@ def repair_command(asset_key: dg.AssetKey, partition_keys: list[str] | None = No
     return f"{command} --partition-range {partition_keys[0]}...{partition_keys[-1]}"
 
 
-def read_stored(path: Path, asset_key: dg.AssetKey, partition_key: str | None) -> pd.DataFrame:
-    """``path`` as a DataFrame, or ``CorruptPartitionError`` naming asset, partition, file, repair."""
+def read_stored(path: Path, asset_key: dg.AssetKey, partition_key: str | None,
+                columns: list[str] | None = None) -> pd.DataFrame:
+    """``path`` (only ``columns``) as a DataFrame, or ``CorruptPartitionError`` naming asset, partition, file, repair."""
     import pandas as pd
 
     try:
-        return pd.read_parquet(path)
+        return pd.read_parquet(path, columns=columns)
     except (OSError, ValueError) as exc:  # pyarrow's ArrowInvalid is a ValueError
         which = f"partition {partition_key} of " if partition_key else ""
         raise CorruptPartitionError(
@@ -272,6 +273,10 @@ class PartitionedParquetIOManager(dg.ConfigurableIOManager):
         import pandas as pd
 
         key = context.asset_key
+        if (context.definition_metadata or {}).get("load") == "lazy":  # one partition at a time
+            from resources.partition_reader import lazy_input
+
+            return lazy_input(self, context)
         if not context.has_asset_partitions:
             path = self.path_for(key)
             if not path.exists():

@@ -444,6 +444,13 @@ class EvaluationSection(Strict):
         default="f1", description="How the decision threshold is chosen on the validation window."
     )
     baselines: list[DeclaredBaseline] = Field(default_factory=list)
+    baseline_max_rows: int = Field(
+        default=250_000, ge=100,
+        description=("The linear baseline (and the fallback of the naive ones) is fitted on at most this"
+                     " many train rows: a seeded sample (``model.seed``, stratified on the class) when the"
+                     " train window is larger, so its cost does not grow with the data. Reported in the"
+                     " evaluation's metadata."),
+    )
 
     @field_validator("baselines")
     @classmethod

@@ -59,6 +59,9 @@ def report_metadata(report: Any, classification: bool) -> dict[str, Any]:
         "decision": dg.MetadataValue.text(report.decision.reason),
         "baselines": dg.MetadataValue.md(markdown_table([{c: r.get(c) for c in columns} for r in report.baseline_rows])),
     }
+    if report.baseline_fit:
+        metadata["baseline_fit_rows"] = dg.MetadataValue.int(int(report.baseline_fit["rows"]))
+        metadata["baseline_fit_sample"] = dg.MetadataValue.text(str(report.baseline_fit["how"]))
     names = ("roc_auc", "pr_auc", "log_loss", "brier", "precision", "recall", "f1", "accuracy", "ece", "threshold") \
         if classification else ("rmse", "mae", "r2")
     for name in names:

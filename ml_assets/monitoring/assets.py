@@ -26,6 +26,7 @@ from ml_assets.execution import backfill_policy, launch_tags, small_run_executor
 from ml_assets.keys import DATA_DRIFT_CHECK, PREDICTION_DRIFT_CHECK, pipeline_keys
 from ml_assets.metadata import add_run_summary, data_failure, float_value, markdown_table, partition_keys
 from ml_assets.training.registry import CHAMPION
+from resources.partition_reader import LAZY_LOAD
 from resources.tracking import MlflowTracking
 
 
@@ -44,20 +45,23 @@ def build_reference_asset(spec: PipelineSpec) -> dg.AssetsDefinition:
         kinds={"pandas", "evidently"},
         # rebuilt after every training run (its own check decides whether the champion changed)
         automation_condition=dg.AutomationCondition.eager(),
-        ins={"training_set": dg.AssetIn(key=pipeline_keys(spec).training_set),
-             "features": dg.AssetIn(key=pipeline_keys(spec).features)},
+        # both read lazily (resources.partition_reader): the split column of the training set, then
+        # the window's feature days one at a time
+        ins={"training_set": dg.AssetIn(key=pipeline_keys(spec).training_set, metadata=LAZY_LOAD),
+             "features": dg.AssetIn(key=pipeline_keys(spec).features, metadata=LAZY_LOAD)},
         deps=[pipeline_keys(spec).evaluation],
         output_required=False,
         description=(
             f"The drift baseline: a {settings.reference_rows:,}-row sample of every feature row (labelled or"
             f" not) of the training window of the `{CHAMPION}` version of `{spec.registered_model_name}`,"
-            " with its scores, per-column statistics and per-column thresholds calibrated on the window's"
-            " own day-to-day variation (the YAML's thresholds take precedence). Rebuilt when the champion"
-            " changes; otherwise left as it is."
+            " drawn (seeded) before scoring, then scored; per-column statistics of the whole window and"
+            " per-column thresholds calibrated on the window's own day-to-day variation (the YAML's"
+            " thresholds take precedence). Rebuilt when the champion changes; otherwise left as it is."
         ),
     )
     def _reference(context: dg.AssetExecutionContext, tracking: MlflowTracking, training_set, features):
-        from ml_assets.monitoring.drift import build_reference, calibrate_thresholds, drift_settings
+        from ml_assets.monitoring.drift import drift_settings
+        from ml_assets.monitoring.sampling import sample_reference
         from ml_assets.training.registry import champion_model
 
         version, model = champion_model(tracking, spec)
@@ -67,19 +71,19 @@ def build_reference_asset(spec: PipelineSpec) -> dg.AssetsDefinition:
             if built_for is not None and built_for.value == version:
                 context.log.info(f"the reference already belongs to champion version {version}: kept")
                 return
-        train_days = training_set.loc[training_set[SPLIT_COLUMN] == "train", PARTITION_COLUMN].astype(str)
+        splits = training_set.read(None, columns=[SPLIT_COLUMN, PARTITION_COLUMN])
+        train_days = splits.loc[splits[SPLIT_COLUMN] == "train", PARTITION_COLUMN].astype(str)
         first, last = train_days.min(), train_days.max()
+        del splits, train_days
         # every row of the window, labelled or not: each day is scored on all its rows too
-        days_all = features[PARTITION_COLUMN].astype(str)
-        window = features[(days_all >= first) & (days_all <= last)].reset_index(drop=True)
+        window_days = [day for day in features.keys if first <= day <= last]
         columns, config = drift_settings(spec)
-        scored = window.assign(**{columns.prediction: model.score(window)["score"].to_numpy()})
         try:
-            reference = build_reference(scored, columns, sample_size=settings.reference_rows, seed=spec.model.seed)
-            reference = calibrate_thresholds(reference, scored, config, day_column=PARTITION_COLUMN)
+            built = sample_reference(features, window_days, model, columns, config, target=spec.target.name,
+                                     sample_size=settings.reference_rows, seed=spec.model.seed)
         except ValueError as exc:
             raise data_failure(f"reference of pipeline '{spec.name}': {exc}") from None
-        days = window[PARTITION_COLUMN].astype(str)
+        reference = built.reference
         used = {c: config.threshold_for(c, "prediction" if c == columns.prediction else columns.type_of(c),
                                         reference.thresholds)
                 for c in [*columns.features, columns.prediction]}
@@ -93,9 +97,15 @@ def build_reference_asset(spec: PipelineSpec) -> dg.AssetsDefinition:
             reference,
             metadata={
                 "model_version": dg.MetadataValue.text(version),
-                "window": dg.MetadataValue.text(f"{days.min()} .. {days.max()}"),
+                "window": dg.MetadataValue.text(f"{built.window[0]} .. {built.window[1]}"),
                 "source_rows": dg.MetadataValue.int(reference.source_rows),
-                "labelled_rows": dg.MetadataValue.int(int(window[spec.target.name].notna().sum())),
+                "labelled_rows": dg.MetadataValue.int(built.labelled_rows),
+                "sampling": dg.MetadataValue.md(
+                    f"{len(reference.sample):,} of the window's {reference.source_rows:,} rows drawn at random"
+                    f" (seed {spec.model.seed}) before scoring; only they and the {len(built.calibration_days)}"
+                    f" calibration days ({built.scored_rows:,} rows) were scored. Column statistics cover every"
+                    " row of the window; those of the prediction column cover the sample."),
+                "scored_rows": dg.MetadataValue.int(built.scored_rows),
                 "thresholds": dg.MetadataValue.md(markdown_table(threshold_rows)),
                 "calibration": dg.MetadataValue.json({k: v for k, v in reference.calibration.items() if k != "columns"}),
                 "sample_rows": dg.MetadataValue.int(len(reference.sample)),
@@ -170,8 +180,9 @@ def build_drift_asset(
         group_name=pipeline_keys(spec).monitoring_group,
         kinds={"evidently", "parquet"},
         ins={
-            "features": dg.AssetIn(key=features_key),
-            "predictions": dg.AssetIn(key=pipeline_keys(spec).predictions),
+            # read one day at a time (resources.partition_reader), not the range in one frame
+            "features": dg.AssetIn(key=features_key, metadata=LAZY_LOAD),
+            "predictions": dg.AssetIn(key=pipeline_keys(spec).predictions, metadata=LAZY_LOAD),
             "reference": dg.AssetIn(key=pipeline_keys(spec).reference),
         },
         check_specs=checks,
