@@ -412,6 +412,12 @@ class ModelSection(Strict):
     max_boost_rounds: int = Field(default=2000, ge=1)
     seed: int = 0
     threads: int = Field(default=2, ge=1, description="LightGBM threads (results depend on it).")
+    max_train_rows: int | None = Field(
+        default=None, ge=100,
+        description=("Fit on at most this many rows of the train window: a larger window is sampled"
+                     " (seeded with ``seed``, stratified on the class of a classification target) and the"
+                     " sample is reported in the model's metadata. Default: every row."),
+    )
 
 
 class DeclaredBaseline(Strict):

@@ -22,6 +22,7 @@ from ml_assets.metadata import (
     rounded,
 )
 from ml_assets.training.registry import CHALLENGER, CHAMPION, EVALUATION_TAG
+from resources.partition_reader import LAZY_LOAD
 from resources.tracking import MlflowTracking
 
 
@@ -135,7 +136,9 @@ def build_evaluation_asset(spec: PipelineSpec, retry_policy: dg.RetryPolicy = ML
         key=keys.evaluation,
         group_name=keys.training_group,
         kinds={"mlflow"},
-        ins={"model": dg.AssetIn(key=keys.model), "training_set": dg.AssetIn(key=keys.training_set)},
+        # only the columns the evaluation needs are read from the stored training set
+        ins={"model": dg.AssetIn(key=keys.model),
+             "training_set": dg.AssetIn(key=keys.training_set, metadata=LAZY_LOAD)},
         check_specs=[check],
         retry_policy=retry_policy,
         description=(
@@ -161,6 +164,10 @@ def build_evaluation_asset(spec: PipelineSpec, retry_policy: dg.RetryPolicy = ML
             except ModelLoadError as exc:
                 raise data_failure(f"alias '{CHAMPION}' of '{name}': {exc}. Re-point the alias"
                                    " (MlflowClient.set_registered_model_alias) or delete it.") from None
+        from ml_assets.training.windows import model_columns
+        from resources.partition_reader import read_columns
+
+        training_set = read_columns(training_set, model_columns(spec))
         with tempfile.TemporaryDirectory() as tmp:
             try:
                 report = evaluate_version(spec, training_set, new_model, model.version, champion, Path(tmp))
