@@ -117,14 +117,21 @@ def build_raw_asset(
         )
         keys = partition_keys(context)
         checked = frame
-        partition_column = None
+        partition_column = days = None
         if keys is not None and time_column and time_column in frame.columns:
             partition_column = PARTITION_COLUMN
-            checked = frame.assign(**{PARTITION_COLUMN: local_days(frame[time_column], timezone)})
-        outcomes = validate_frame(
-            checked, source_spec.validation, source_spec.entity_key, label,
-            partition_column=partition_column, expected_partitions=keys, required=required,
-        )
+            if PARTITION_COLUMN in frame.columns:  # the source has a column of that name: keep it, check a copy
+                checked = frame.assign(**{PARTITION_COLUMN: local_days(frame[time_column], timezone)})
+            else:  # the day column is added for the checks and taken off again: the range is held once
+                frame[PARTITION_COLUMN] = local_days(frame[time_column], timezone)
+        try:
+            outcomes = validate_frame(
+                checked, source_spec.validation, source_spec.entity_key, label,
+                partition_column=partition_column, expected_partitions=keys, required=required,
+            )
+        finally:
+            if partition_column is not None:
+                days = frame.pop(PARTITION_COLUMN) if checked is frame else checked[PARTITION_COLUMN]
         failures = [o for o in outcomes.values() if not o.passed]
         blocking = [o.name for o in failures if o.severity == "ERROR"]
         if failures:
@@ -138,7 +145,6 @@ def build_raw_asset(
                 f" {describe_partitions(keys)}; downstream assets will not run"
             )
         else:
-            days = checked[PARTITION_COLUMN] if partition_column else None
             source_label = {"source": dg.MetadataValue.text(label)}
             metadata = partition_metadata(
                 context, keys, days,
