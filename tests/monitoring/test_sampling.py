@@ -86,3 +86,27 @@ def test_sampled_reference_equals_the_whole_window_build(stored):
         assert (new.data_drift, new.drifted_columns, new.prediction_drift) == \
                (old.data_drift, old.drifted_columns, old.prediction_drift)
         assert [c.score for c in new.columns] == [c.score for c in old.columns]
+
+
+def test_drift_by_day_reads_stored_days_or_frames_alike(stored, tmp_path):
+    """The drift report reads one stored day at a time; the served traffic hands frames: same results."""
+    from ml_assets.monitoring.reports import drift_by_day
+
+    features, store = stored
+    days = [d for d in store.keys if WINDOW[0] <= d <= WINDOW[1]]
+    built = sample_reference(store, days, RouteRateScorer(), COLUMNS, CONFIG, target="delayed", sample_size=3_000, seed=5)
+    keys = ["year", "month", "day", "carrier", "flight", "origin"]
+    scored = features.assign(delayed_score=features["route_delay_rate_28d"].fillna(0.2))[[*keys, PARTITION_COLUMN, "delayed_score"]]
+    folder = tmp_path / "predictions"
+    folder.mkdir()
+    for day in store.keys:
+        scored[scored[PARTITION_COLUMN] == day].to_parquet(folder / f"{day}.parquet", index=False)
+    predictions = StoredPartitions(dg.AssetKey(["flights", "predictions"]), store.keys,
+                                   tuple(folder / f"{d}.parquet" for d in store.keys))
+    common = dict(render=lambda _: False, report_folder=tmp_path / "html", log=lambda _: None)
+    from_files = drift_by_day(built.reference, store, predictions, CURRENT, keys, CONFIG, **common)
+    from_frames = drift_by_day(built.reference, features, scored, CURRENT, keys, CONFIG, **common)
+    assert [d.day for d in from_files] == [d.day for d in from_frames] == CURRENT
+    for a, b in zip(from_files, from_frames):
+        assert a.result.to_dict() | {"seconds": 0} == b.result.to_dict() | {"seconds": 0}
+        assert a.result.prediction_score is not None and a.result.current_rows == store.num_rows(a.day)
