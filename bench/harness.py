@@ -11,8 +11,9 @@ import psutil
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
-def measure(cmd: list[str], env: dict[str, str], log_path: Path) -> dict[str, float]:
-    """Wall seconds, peak summed RSS (MiB) of a command's process tree, and its start (epoch)."""
+def measure(cmd: list[str], env: dict[str, str], log_path: Path, max_rss_mib: float | None = None) -> dict[str, float]:
+    """Wall seconds, peak summed RSS (MiB) of a command's process tree, and its start (epoch).
+    With ``max_rss_mib``, a tree that grows past it is killed (a shared machine) and the run fails."""
     started_epoch = time.time()
     started = time.monotonic()
     log = log_path.open("w")
@@ -30,6 +31,15 @@ def measure(cmd: list[str], env: dict[str, str], log_path: Path) -> dict[str, fl
             peak = max(peak, rss)
         except psutil.Error:
             pass
+        if max_rss_mib is not None and peak > max_rss_mib * 2**20:
+            for proc in [*root.children(recursive=True), root]:
+                try:
+                    proc.kill()
+                except psutil.Error:
+                    pass
+            process.wait()
+            log.close()
+            raise SystemExit(f"{' '.join(cmd)} stopped: its process tree passed {max_rss_mib:.0f} MiB")
         time.sleep(0.05)
     elapsed = time.monotonic() - started
     log.close()

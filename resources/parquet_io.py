@@ -103,13 +103,14 @@ def repair_command(asset_key: dg.AssetKey, partition_keys: list[str] | None = No
     return f"{command} --partition-range {partition_keys[0]}...{partition_keys[-1]}"
 
 
-def parse_stored(data: bytes, path: Any, asset_key: dg.AssetKey, partition_key: str | None) -> pd.DataFrame:
-    """``data`` (read from ``path``) as a DataFrame, or ``CorruptPartitionError`` naming asset,
+def parse_stored(data: bytes, path: Any, asset_key: dg.AssetKey, partition_key: str | None,
+                 columns: list[str] | None = None) -> pd.DataFrame:
+    """``data`` (read from ``path``; only ``columns`` when given) as a DataFrame, or ``CorruptPartitionError`` naming asset,
     partition, file, repair."""
     import pandas as pd
 
     try:
-        return pd.read_parquet(io.BytesIO(data))
+        return pd.read_parquet(io.BytesIO(data), columns=columns)
     except (OSError, ValueError) as exc:  # pyarrow's ArrowInvalid is a ValueError
         which = f"partition {partition_key} of " if partition_key else ""
         raise CorruptPartitionError(
@@ -188,7 +189,7 @@ def recorded_objects(instance: dg.DagsterInstance, asset_key: dg.AssetKey,
 
 
 def load_partition(path: Any, asset_key: dg.AssetKey, partition_key: str | None,
-                   recorded: RecordedObject | None) -> pd.DataFrame:
+                   recorded: RecordedObject | None, columns: list[str] | None = None) -> pd.DataFrame:
     """One stored partition (or unpartitioned asset), read once, parsed, and checked against what
     the instance recorded for it; the errors name the asset, the partition, the file and the repair."""
     try:
@@ -201,7 +202,7 @@ def load_partition(path: Any, asset_key: dg.AssetKey, partition_key: str | None,
             f"{which}{asset_key.to_user_string()} is not stored (no file {describe(path)}).{extra}"
             f" Materialize it first: {repair_command(asset_key, [partition_key] if partition_key else None)}"
         ) from None
-    frame = parse_stored(data, path, asset_key, partition_key)
+    frame = parse_stored(data, path, asset_key, partition_key, columns)
     verify_stored(data, path, asset_key, partition_key, recorded)
     return frame
 
@@ -334,6 +335,10 @@ class PartitionedParquetIOManager(dg.ConfigurableIOManager):
         import pandas as pd
 
         key = context.asset_key
+        if (context.definition_metadata or {}).get("load") == "lazy":  # one partition at a time
+            from resources.partition_reader import lazy_input
+
+            return lazy_input(self, context)
         partition_keys = list(context.asset_partition_keys) if context.has_asset_partitions else None
         recorded = self.recorded(context, key, partition_keys)
         if partition_keys is None:

@@ -570,6 +570,12 @@ class ModelSection(Strict):
     max_boost_rounds: int = Field(default=2000, ge=1)
     seed: int = 0
     threads: int = Field(default=2, ge=1, description="LightGBM threads (results depend on it).")
+    max_train_rows: int | None = Field(
+        default=None, ge=100,
+        description=("Fit on at most this many rows of the train window: a larger window is sampled"
+                     " (seeded with ``seed``, stratified on the class of a classification target) and the"
+                     " sample is reported in the model's metadata. Default: every row."),
+    )
 
 
 class DeclaredBaseline(Strict):
@@ -602,6 +608,13 @@ class EvaluationSection(Strict):
         default="f1", description="How the decision threshold is chosen on the validation window."
     )
     baselines: list[DeclaredBaseline] = Field(default_factory=list)
+    baseline_max_rows: int = Field(
+        default=250_000, ge=100,
+        description=("The linear baseline (and the fallback of the naive ones) is fitted on at most this"
+                     " many train rows: a seeded sample (``model.seed``, stratified on the class) when the"
+                     " train window is larger, so its cost does not grow with the data. Reported in the"
+                     " evaluation's metadata."),
+    )
 
     @field_validator("baselines")
     @classmethod

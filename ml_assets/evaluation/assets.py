@@ -23,6 +23,7 @@ from ml_assets.metadata import (
     rounded,
 )
 from ml_assets.training.registry import CHALLENGER, CHAMPION, EVALUATION_TAG
+from resources.partition_reader import LAZY_LOAD
 from resources.tracking import MlflowTracking
 
 
@@ -64,6 +65,9 @@ def report_metadata(report: Any, classification: bool) -> dict[str, Any]:
         "decision": dg.MetadataValue.text(report.decision.reason),
         "baselines": dg.MetadataValue.md(markdown_table([{c: r.get(c) for c in columns} for r in report.baseline_rows])),
     }
+    if report.baseline_fit:
+        metadata["baseline_fit_rows"] = dg.MetadataValue.int(int(report.baseline_fit["rows"]))
+        metadata["baseline_fit_sample"] = dg.MetadataValue.text(str(report.baseline_fit["how"]))
     names = ("roc_auc", "pr_auc", "log_loss", "brier", "precision", "recall", "f1", "accuracy", "ece", "threshold") \
         if classification else ("rmse", "mae", "r2")
     for name in names:
@@ -138,7 +142,9 @@ def build_evaluation_asset(spec: PipelineSpec, retry_policy: dg.RetryPolicy = ML
         group_name=keys.training_group,
         code_version=code_version(EVALUATION_CODE_VERSION, spec.target, spec.model, spec.evaluation),
         kinds={"mlflow"},
-        ins={"model": dg.AssetIn(key=keys.model), "training_set": dg.AssetIn(key=keys.training_set)},
+        # only the columns the evaluation needs are read from the stored training set
+        ins={"model": dg.AssetIn(key=keys.model),
+             "training_set": dg.AssetIn(key=keys.training_set, metadata=LAZY_LOAD)},
         check_specs=[check],
         retry_policy=retry_policy,
         description=(
@@ -164,6 +170,10 @@ def build_evaluation_asset(spec: PipelineSpec, retry_policy: dg.RetryPolicy = ML
             except ModelLoadError as exc:
                 raise data_failure(f"alias '{CHAMPION}' of '{name}': {exc}. Re-point the alias"
                                    " (MlflowClient.set_registered_model_alias) or delete it.") from None
+        from ml_assets.training.windows import model_columns
+        from resources.partition_reader import read_columns
+
+        training_set = read_columns(training_set, model_columns(spec))
         with tempfile.TemporaryDirectory() as tmp:
             try:
                 report = evaluate_version(spec, training_set, new_model, model.version, champion, Path(tmp))

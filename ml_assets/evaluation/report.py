@@ -24,6 +24,7 @@ class EvaluationReport:
     decision: Any  # gate.Decision
     plots: dict[str, Path] = field(default_factory=dict)
     calibration: list[dict[str, Any]] | None = None
+    baseline_fit: dict[str, Any] = field(default_factory=dict)  # rows the baselines were fitted on, and how
 
     @property
     def passed(self) -> bool:
@@ -37,6 +38,25 @@ def feature_importance(model: Any) -> dict[str, float]:
     return dict(sorted(pairs, key=lambda kv: kv[1], reverse=True))
 
 
+def baseline_fit_rows(spec: PipelineSpec, train: Any) -> Any:
+    """The train rows the linear and naive baselines are fitted on: at most
+    ``evaluation.baseline_max_rows``, a seeded sample (stratified on the class) beyond that."""
+    from ml_assets.training.windows import capped_sample
+
+    stratify = spec.target.name if spec.target.task != "regression" else None
+    return capped_sample(train, spec.evaluation.baseline_max_rows, seed=spec.model.seed, stratify=stratify)
+
+
+def baseline_sample_text(spec: PipelineSpec, train_rows: int) -> str:
+    """How the baselines were fitted, for people (the evaluation's metadata)."""
+    cap = spec.evaluation.baseline_max_rows
+    if train_rows <= cap:
+        return f"all {train_rows:,} train rows (cap {cap:,})"
+    kind = "stratified on the class, " if spec.target.task != "regression" else ""
+    return (f"a random sample of {cap:,} of the {train_rows:,} train rows ({kind}seed {spec.model.seed};"
+            " evaluation.baseline_max_rows); the prior uses every train row")
+
+
 def baseline_scores(spec: PipelineSpec, train: Any, test: Any, classes: list[str] | None) -> dict[str, tuple[str, Any]]:
     """``{key: (description, scores on test)}`` of every baseline: the prior, the linear model on the
     same features and the naive baselines the YAML declares."""
@@ -45,12 +65,15 @@ def baseline_scores(spec: PipelineSpec, train: Any, test: Any, classes: list[str
 
     task, target = spec.target.task, spec.target.name
     numeric, categorical = list(spec.features.numeric), list(spec.features.categorical)
+    prior = prior_baseline(train, len(test), target=target, classes=classes)
+    # constant-size work: the linear model (and the naive fallback) on a capped, seeded sample
+    train = baseline_fit_rows(spec, train)
     linear = linear_baseline(train, (numeric, categorical), target=target, task=task, classes=classes,
                              seed=spec.model.seed)
     linear_name = "linear" if task == "regression" else "logistic"
     result = {
         "prior": ("training mean" if task == "regression" else "class prior of the training rows",
-                  prior_baseline(train, len(test), target=target, classes=classes)),
+                  prior),
         linear_name: (f"{'ridge' if task == 'regression' else 'logistic'} regression, same features",
                       linear_scores(linear, model_input(test, numeric, categorical), task,
                                     len(classes) if classes else None)),
@@ -137,4 +160,8 @@ def evaluate_version(
         decision = regression_decision(comparison, evaluation.alpha, floor, headline)
     else:
         decision = promotion_decision(comparison, evaluation.alpha, floor, headline)
-    return EvaluationReport(metrics, headline, floor, baseline_rows, versus, comparison, decision, plots, calibration)
+    fit_rows = min(len(train), evaluation.baseline_max_rows)
+    baseline_fit = {"rows": fit_rows, "train_rows": len(train), "seed": spec.model.seed,
+                    "how": baseline_sample_text(spec, len(train))}
+    return EvaluationReport(metrics, headline, floor, baseline_rows, versus, comparison, decision, plots, calibration,
+                            baseline_fit)

@@ -189,8 +189,8 @@ def build_raw_asset(
                 f" {describe_partitions(keys)}; downstream assets will not run"
             )
         else:
-            days = checked[PARTITION_COLUMN] if partition_column else None
             source_label = {"source": dg.MetadataValue.text(label)}
+            days = checked[PARTITION_COLUMN] if partition_column else None
             metadata = partition_metadata(
                 context, keys, days,
                 lambda rows: {**frame_metadata(frame.iloc[rows]), **source_label},

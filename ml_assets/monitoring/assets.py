@@ -40,6 +40,7 @@ from ml_assets.metadata import (
     rounded,
 )
 from ml_assets.training.registry import CHAMPION
+from resources.partition_reader import LAZY_LOAD
 from resources.tracking import MlflowTracking
 
 
@@ -63,20 +64,23 @@ def build_reference_asset(spec: PipelineSpec) -> dg.AssetsDefinition:
         kinds={"pandas", "evidently"},
         # rebuilt after every training run (its own check decides whether the champion changed)
         automation_condition=dg.AutomationCondition.eager(),
-        ins={"training_set": dg.AssetIn(key=pipeline_keys(spec).training_set),
-             "features": dg.AssetIn(key=pipeline_keys(spec).features)},
+        # both read lazily (resources.partition_reader): the split column of the training set, then
+        # the window's feature days one at a time
+        ins={"training_set": dg.AssetIn(key=pipeline_keys(spec).training_set, metadata=LAZY_LOAD),
+             "features": dg.AssetIn(key=pipeline_keys(spec).features, metadata=LAZY_LOAD)},
         deps=[pipeline_keys(spec).evaluation],
         output_required=False,
         description=(
             f"The drift baseline: a {settings.reference_rows:,}-row sample of every feature row (labelled or"
             f" not) of the training window of the `{CHAMPION}` version of `{spec.registered_model_name}`,"
-            " with its scores, per-column statistics and per-column thresholds calibrated on the window's"
-            " own day-to-day variation (the YAML's thresholds take precedence). Rebuilt when the champion"
-            " changes; otherwise left as it is."
+            " drawn (seeded) before scoring, then scored; per-column statistics of the whole window and"
+            " per-column thresholds calibrated on the window's own day-to-day variation (the YAML's"
+            " thresholds take precedence). Rebuilt when the champion changes; otherwise left as it is."
         ),
     )
     def _reference(context: dg.AssetExecutionContext, tracking: MlflowTracking, training_set, features):
-        from ml_assets.monitoring.drift import build_reference, calibrate_thresholds, drift_settings
+        from ml_assets.monitoring.drift import drift_settings
+        from ml_assets.monitoring.sampling import sample_reference
         from ml_assets.training.registry import champion_model
 
         version, model = champion_model(tracking, spec)
@@ -86,30 +90,43 @@ def build_reference_asset(spec: PipelineSpec) -> dg.AssetsDefinition:
             if built_for is not None and built_for.value == version:
                 context.log.info(f"the reference already belongs to champion version {version}: kept")
                 return
+        columns, config = drift_settings(spec)
         if spec.partitioning is None:
             from ml_assets.monitoring.chunks import table_reference_window
+            from ml_assets.monitoring.drift import build_reference, calibrate_thresholds
 
-            # the training split's rows (by time: every row up to the last training time)
-            window, day_column = table_reference_window(features, training_set, spec), None
-        else:
-            train_days = training_set.loc[training_set[SPLIT_COLUMN] == "train", PARTITION_COLUMN].astype(str)
-            first, last = train_days.min(), train_days.max()
-            # every row of the window, labelled or not: each day is scored on all its rows too
-            days_all = features[PARTITION_COLUMN].astype(str)
-            window = features[(days_all >= first) & (days_all <= last)].reset_index(drop=True)
-            day_column = PARTITION_COLUMN
-        columns, config = drift_settings(spec)
-        scored = window.assign(**{columns.prediction: model.score(window)["score"].to_numpy()})
-        try:
-            reference = build_reference(scored, columns, sample_size=settings.reference_rows, seed=spec.model.seed)
-            reference = calibrate_thresholds(reference, scored, config, day_column=day_column)
-        except ValueError as exc:
-            raise data_failure(f"reference of pipeline '{spec.name}': {exc}") from None
-        if day_column:
-            days = window[PARTITION_COLUMN].astype(str)
-            window_text = f"{days.min()} .. {days.max()}"
-        else:
+            # the training split's rows (by time: every row up to the last training time), in memory:
+            # an unpartitioned table is one stored file
+            window = table_reference_window(features.read(None), training_set.read(None), spec)
+            try:
+                scored = window.assign(**{columns.prediction: model.score(window)["score"].to_numpy()})
+                reference = build_reference(scored, columns, sample_size=settings.reference_rows, seed=spec.model.seed)
+                reference = calibrate_thresholds(reference, scored, config, day_column=None)
+            except ValueError as exc:
+                raise data_failure(f"reference of pipeline '{spec.name}': {exc}") from None
             window_text = f"the training split: {len(window)} rows, in chunks of {reference.calibration['chunk_rows']}"
+            labelled_rows, scored_rows = int(window[spec.target.name].notna().sum()), len(window)
+            sampling = (f"{len(reference.sample):,} of the training split's {len(window):,} rows drawn at random"
+                        f" (seed {spec.model.seed}); every row of the split was scored.")
+        else:
+            splits = training_set.read(None, columns=[SPLIT_COLUMN, PARTITION_COLUMN])
+            train_days = splits.loc[splits[SPLIT_COLUMN] == "train", PARTITION_COLUMN].astype(str)
+            first, last = train_days.min(), train_days.max()
+            del splits, train_days
+            # every row of the window, labelled or not: each day is scored on all its rows too
+            window_days = [day for day in features.keys if first <= day <= last]
+            try:
+                built = sample_reference(features, window_days, model, columns, config, target=spec.target.name,
+                                         sample_size=settings.reference_rows, seed=spec.model.seed)
+            except ValueError as exc:
+                raise data_failure(f"reference of pipeline '{spec.name}': {exc}") from None
+            reference = built.reference
+            window_text = f"{built.window[0]} .. {built.window[1]}"
+            labelled_rows, scored_rows = built.labelled_rows, built.scored_rows
+            sampling = (f"{len(reference.sample):,} of the window's {reference.source_rows:,} rows drawn at random"
+                        f" (seed {spec.model.seed}) before scoring; only they and the {len(built.calibration_days)}"
+                        f" calibration days ({built.scored_rows:,} rows) were scored. Column statistics cover every"
+                        " row of the window; those of the prediction column cover the sample.")
         used = {c: config.threshold_for(c, "prediction" if c == columns.prediction else columns.type_of(c),
                                         reference.thresholds)
                 for c in [*columns.features, columns.prediction]}
@@ -125,7 +142,9 @@ def build_reference_asset(spec: PipelineSpec) -> dg.AssetsDefinition:
                 "model_version": dg.MetadataValue.text(version),
                 "window": dg.MetadataValue.text(window_text),
                 "source_rows": dg.MetadataValue.int(reference.source_rows),
-                "labelled_rows": dg.MetadataValue.int(int(window[spec.target.name].notna().sum())),
+                "labelled_rows": dg.MetadataValue.int(labelled_rows),
+                "sampling": dg.MetadataValue.md(sampling),
+                "scored_rows": dg.MetadataValue.int(scored_rows),
                 "thresholds": dg.MetadataValue.md(markdown_table(threshold_rows)),
                 "calibration": dg.MetadataValue.json({k: v for k, v in reference.calibration.items() if k != "columns"}),
                 "sample_rows": dg.MetadataValue.int(len(reference.sample)),
@@ -252,8 +271,9 @@ def build_drift_asset(
         code_version=code_version(MONITORING_CODE_VERSION, spec.target, spec.features, spec.monitoring),
         kinds={"evidently", "parquet"},
         ins={
-            "features": dg.AssetIn(key=features_key),
-            "predictions": dg.AssetIn(key=pipeline_keys(spec).predictions),
+            # read one day at a time (resources.partition_reader), not the range in one frame
+            "features": dg.AssetIn(key=features_key, metadata=LAZY_LOAD),
+            "predictions": dg.AssetIn(key=pipeline_keys(spec).predictions, metadata=LAZY_LOAD),
             "reference": dg.AssetIn(key=pipeline_keys(spec).reference),
         },
         check_specs=checks,

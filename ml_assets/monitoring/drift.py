@@ -347,7 +347,8 @@ def drift_scores(reference: Reference, current, config: DriftConfig) -> dict[str
 
 def calibrate_thresholds(reference: Reference, frame, config: DriftConfig = DriftConfig(),
                          day_column: str | None = None,
-                         scorer: Callable[[Reference, Any, DriftConfig], Mapping[str, float]] = drift_scores) -> Reference:
+                         scorer: Callable[[Reference, Any, DriftConfig], Mapping[str, float]] = drift_scores,
+                         pool=None) -> Reference:
     """Per-column thresholds from the reference period's own variation.
 
     Each chunk of ``frame`` (a day, or an equal row chunk: ``calibration_chunks``) is scored like a
@@ -358,7 +359,11 @@ def calibrate_thresholds(reference: Reference, frame, config: DriftConfig = Drif
     ``calibration_quantile`` of its chunk scores (for a bounded distance at most halfway to the
     bound: ``margin_above``), and at least the ``min_*_threshold`` of its type (``DriftConfig``). Stored on the reference (``thresholds``, ``calibration``, with
     ``chunk_rows`` for row chunks); YAML thresholds still take precedence. ``scorer`` scores a chunk
-    (``drift_scores``: ``compute_drift``; the benchmark passes a vectorised equivalent)."""
+    (``drift_scores``: ``compute_drift``; the benchmark passes a vectorised equivalent).
+
+    ``pool`` (optional, with ``day_column``): a scored random sample of the whole reference period,
+    when ``frame`` holds only the calibration days (the reference asset scores no more than that);
+    each day is then compared with the pool's rows of the other days."""
     import numpy as np
 
     chunks, chunk_rows = calibration_chunks(frame, day_column, config)
@@ -372,15 +377,25 @@ def calibrate_thresholds(reference: Reference, frame, config: DriftConfig = Drif
         numeric_method=config.numeric_method, categorical_method=config.categorical_method,
         prediction_method=config.prediction_method, max_current_rows=config.max_current_rows, seed=config.seed)
     pool_size = max(len(reference.sample), 1)
+    if pool is not None:
+        if day_column is None or day_column not in pool.columns or day_column not in frame.columns:
+            raise ValueError(f"a calibration pool needs the day column {day_column!r} in the pool and the frame")
+        pool_data = _normalize(pool, columns, present)
+        pool_days = pool[day_column].astype(str).to_numpy()
+        frame_days = frame[day_column].astype(str).to_numpy()
     scores: dict[str, list[float]] = {}
     for positions in chunks:
-        rest = np.ones(len(data), dtype=bool)
-        rest[positions] = False
-        pool = data[rest]
-        if len(pool) > pool_size:
-            pool = pool.sample(n=pool_size, random_state=config.seed)
+        if pool is None:
+            rest = np.ones(len(data), dtype=bool)
+            rest[positions] = False
+            others = data[rest]
+        else:
+            rest = ~np.isin(pool_days, np.unique(frame_days[positions]))
+            others = pool_data[rest]
+        if len(others) > pool_size:
+            others = others.sample(n=pool_size, random_state=config.seed)
         # score every chunk with the fallbacks only: the scores do not depend on thresholds
-        left_out = Reference(columns, pool.reset_index(drop=True), reference.stats, int(rest.sum()), reference.seed)
+        left_out = Reference(columns, others.reset_index(drop=True), reference.stats, int(rest.sum()), reference.seed)
         for column, score in scorer(left_out, frame.iloc[positions], plain_config).items():
             scores.setdefault(column, []).append(float(score))
     thresholds, summary = {}, {}

@@ -1,5 +1,5 @@
-"""Daily drift reports of a range of days: each day's features joined to its predictions, compared
-with the reference (``drift.compute_drift``), and the full Evidently HTML report rendered where a
+"""Daily drift reports of a range of days: each day's features joined to its predictions (read one
+day at a time), compared with the reference (``drift.compute_drift``), and the full Evidently HTML report rendered where a
 person will look. pandas and Evidently load inside the functions.
 """
 
@@ -51,23 +51,27 @@ def drift_by_day(
     log: Callable[[str], None] = print,
 ) -> list[DayDrift]:
     """Drift of each day of ``days`` that has feature rows; ``render(result)`` says whether that
-    day's HTML report is written to ``report_folder/<day>.html``."""
+    day's HTML report is written to ``report_folder/<day>.html``.
+
+    ``features`` and ``predictions`` are the stored partitions (``resources.partition_reader.
+    StoredPartitions``): one day is read, joined to its scores, compared and released before the
+    next, so memory is bounded by a day, not the range. DataFrames (with ``partition_date``) work
+    too, for callers that hold a day already (the served traffic)."""
     from ml_assets.monitoring.drift import compute_drift, render_html
 
     score_column = reference.columns.prediction or ""
-    wanted = [*key_columns, score_column] if score_column in predictions.columns else list(key_columns)
-    joined = (
-        features.merge(predictions[wanted], on=key_columns, how="left", validate="one_to_one")
-        if len(features) else features
-    )
-    by_day = {day: part for day, part in joined.groupby(PARTITION_COLUMN)} if len(joined) else {}
+    read_features, read_predictions = day_reader(features), day_reader(predictions)
     out = []
     for day in days:
-        current = by_day.get(day)
-        if current is None or len(current) == 0:
+        current = read_features(day)
+        if len(current):
+            scored = read_predictions(day)
+            wanted = [*key_columns, score_column] if score_column in scored.columns else list(key_columns)
+            current = current.merge(scored[wanted], on=key_columns, how="left", validate="one_to_one")
+            del scored
+        if len(current) == 0:
             log(f"{day}: no feature rows, nothing to compare")
             continue
-        current = current.reset_index(drop=True)
         result = compute_drift(reference, current, config)
         if result.missing_columns:
             log(f"{day}: column(s) {result.missing_columns} entirely null: reported as missing data, not drift")
@@ -77,6 +81,19 @@ def drift_by_day(
             html = render_html(reference, current, config, report_folder / f"{day}.html")
         out.append(DayDrift(day, result, html))
     return out
+
+
+def day_reader(source: Any) -> Callable[[str], Any]:
+    """``day -> rows of that day`` of stored partitions (their ``read``) or of a DataFrame."""
+    if hasattr(source, "read"):
+        return source.read
+
+    def rows_of(day: str) -> Any:
+        if not len(source):
+            return source
+        return source[(source[PARTITION_COLUMN].astype(str) == day).to_numpy()].reset_index(drop=True)
+
+    return rows_of
 
 
 def drift_frame(days: list[DayDrift]) -> Any:

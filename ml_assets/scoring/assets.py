@@ -2,6 +2,7 @@
 alias points to, loaded from the registry, and the scoring job."""
 
 import dagster as dg
+from pydantic import Field
 
 from ml_assets.config.tabular import PARTITION_COLUMN, PipelineSpec
 from ml_assets.execution import backfill_policy, launch_tags
@@ -9,22 +10,34 @@ from ml_assets.keys import pipeline_keys
 from ml_assets.metadata import (
     code_version,
     MLFLOW_RETRY,
+    add_run_summary,
     data_failure,
     float_value,
     frame_metadata,
     markdown_table,
     null_count_table,
     partition_keys,
-    partition_metadata,
     retry_only_unreachable,
     rounded,
 )
 from ml_assets.training.registry import CHAMPION
+from resources.partition_reader import LAZY_LOAD
 from resources.tracking import MlflowTracking
 
 
 # bump when the stage's code changes what its assets produce (the UI then marks them stale)
 SCORING_CODE_VERSION = "1"
+
+
+class PredictionsConfig(dg.Config):
+    """Run configuration of the predictions: how many days are read and scored together."""
+
+    chunk_days: int = Field(
+        default=31, ge=1,
+        description=("Days of features read and scored together in a range run (a month by default):"
+                     " memory follows the chunk, not the range; the stored partitions and their"
+                     " metadata are the same for any chunk size."),
+    )
 
 
 def build_predictions_asset(
@@ -39,7 +52,8 @@ def build_predictions_asset(
         group_name=keys.scoring_group,
         code_version=code_version(SCORING_CODE_VERSION, spec.target, spec.features, spec.model),
         kinds={"pandas", "parquet", "mlflow"},
-        ins={"features": dg.AssetIn(key=keys.features)},
+        # read and scored a chunk of days at a time (run config chunk_days), not the range at once
+        ins={"features": dg.AssetIn(key=keys.features, metadata=LAZY_LOAD)},
         deps=[keys.evaluation],
         partitions_def=partitions_def,
         backfill_policy=backfill_policy(spec),
@@ -54,9 +68,9 @@ def build_predictions_asset(
         ),
     )
     @retry_only_unreachable
-    def _predictions(context: dg.AssetExecutionContext, tracking: MlflowTracking, features):
-        import pandas as pd
-
+    def _predictions(context: dg.AssetExecutionContext, config: PredictionsConfig, tracking: MlflowTracking,
+                     features):
+        from ml_assets.scoring.chunks import score_in_chunks
         from ml_assets.training.registry import ModelLoadError, NoChampionError, champion_model
 
         tracking.check_reachable()
@@ -65,17 +79,11 @@ def build_predictions_asset(
         except (NoChampionError, ModelLoadError) as exc:
             raise data_failure(str(exc)) from None
         days = partition_keys(context)
-        scored = model.score(features) if len(features) else pd.DataFrame({"score": [], "label": []})
-        out = features[[*key_columns, PARTITION_COLUMN]].reset_index(drop=True)
-        out[f"{target}_score"] = scored["score"].to_numpy()
-        out[f"{target}_predicted"] = scored["label"].to_numpy()
-        out["model_version"] = version
         prep = model.preprocessing
-        numeric = [c for c in prep.numeric if c in features.columns]
         classification = spec.target.task == "classification"
 
-        def describe(rows) -> dict:
-            part, inputs = out.iloc[rows], features.iloc[rows]
+        def describe(part, inputs) -> dict:
+            numeric = [c for c in prep.numeric if c in inputs.columns]
             missing = inputs[numeric].isna()
             unseen = {column: count for column, count in prep.unseen_counts(inputs).items() if count}
             metadata = {
@@ -95,13 +103,20 @@ def build_predictions_asset(
                     metadata["positive_share"] = float_value(part[f"{target}_predicted"].mean())
             return metadata
 
-        def summary() -> dict:
-            return {"days": len(days), "rows": len(out), "model version": version,
-                    **({"positive share": rounded(out[f"{target}_predicted"].mean())}
-                       if classification and len(out) else {})}
-
-        metadata = partition_metadata(context, days, out[PARTITION_COLUMN], describe, summary)
-        context.log.info(f"scored {len(out)} rows with {spec.registered_model_name} version {version}")
+        out, per_day, chunks = score_in_chunks(features, model, version, key_columns, target, describe,
+                                               chunk_days=config.chunk_days)
+        metadata: dict = {}
+        if days is None or len(days) == 1:
+            metadata = next(iter(per_day.values()))
+        else:
+            for day in days:
+                context.add_asset_metadata(per_day[day], partition_key=day)
+            add_run_summary(context, days, {
+                "days": len(days), "rows": len(out), "model version": version, "chunks scored": chunks,
+                **({"positive share": rounded(out[f"{target}_predicted"].mean())}
+                   if classification and len(out) else {})})
+        context.log.info(f"scored {len(out)} rows with {spec.registered_model_name} version {version}"
+                         f" in {chunks} chunk(s) of up to {config.chunk_days} day(s)")
         return dg.Output(out, metadata=metadata)
 
     return _predictions

@@ -14,6 +14,7 @@ from ml_assets.execution import launch_tags, small_run_executor
 from ml_assets.keys import pipeline_keys
 from ml_assets.metadata import MLFLOW_RETRY, data_failure, float_value, markdown_table, retry_only_unreachable, code_version
 from ml_assets.training.windows import SPLITS
+from resources.partition_reader import LAZY_LOAD
 from resources.tracking import MlflowTracking, MlflowUnavailableError
 
 
@@ -79,7 +80,8 @@ def build_training_set_asset(spec: PipelineSpec) -> dg.AssetsDefinition:
         group_name=keys.training_group,
         code_version=code_version(TRAINING_CODE_VERSION, spec.target, spec.features, spec.model),
         kinds={"pandas", "parquet"},
-        ins={"features": dg.AssetIn(key=keys.features)},
+        # daily features are read one day at a time (resources.partition_reader)
+        ins={"features": dg.AssetIn(key=keys.features, metadata=LAZY_LOAD)},
         io_manager_key="parquet_io_manager",
         description=(
             f"Labelled feature rows of the {spec.name} pipeline split by time: {when}. Rows with an"
@@ -88,10 +90,12 @@ def build_training_set_asset(spec: PipelineSpec) -> dg.AssetsDefinition:
         ),
     )
     def _training_set(context: dg.AssetExecutionContext, config: TrainingSetConfig, features):
-        from ml_assets.training.windows import WindowError, build_training_set
+        from ml_assets.training.windows import WindowError, build_training_set, build_training_set_by_day
+        from resources.partition_reader import StoredPartitions
 
+        build = build_training_set_by_day if isinstance(features, StoredPartitions) else build_training_set
         try:
-            frame, resolved = build_training_set(features, spec, config.mode, config.end)
+            frame, resolved = build(features, spec, config.mode, config.end)
         except WindowError as exc:
             raise data_failure(f"training set of pipeline '{spec.name}': {exc}") from None
         rows = windows_summary(frame, spec, resolved)
@@ -123,6 +127,13 @@ def model_metadata(registered: Any, fitted: Any, tracking: MlflowTracking, tags:
         "threshold": float_value(bundle.threshold),
         "trials": dg.MetadataValue.int(len(tuned.trials) if tuned else 0),
         "fit_seconds": dg.MetadataValue.float(round(fitted.fit_seconds, 2)),
+        "train_rows": dg.MetadataValue.int(fitted.train_rows),
+        "fitted_rows": dg.MetadataValue.int(fitted.fitted_rows),
+        "train_sample": dg.MetadataValue.text(
+            f"a {'' if registered.task == 'regression' else 'stratified '}random sample of"
+            f" {fitted.fitted_rows:,} of the {fitted.train_rows:,} train rows"
+            f" (seed {bundle.seed}; model.max_train_rows)" if fitted.sampled
+            else f"every train row ({fitted.train_rows:,})"),
         "git_commit": dg.MetadataValue.text(tags["git_commit"]),
         "pipeline_yaml_sha256": dg.MetadataValue.text(tags["pipeline_yaml_sha256"]),
         "top_features": dg.MetadataValue.md(markdown_table(
@@ -155,7 +166,8 @@ def build_model_asset(spec: PipelineSpec, pipeline_file: Path, retry_policy: dg.
         group_name=keys.training_group,
         code_version=code_version(TRAINING_CODE_VERSION, spec.target, spec.features, spec.model),
         kinds={"lightgbm", "mlflow"},
-        ins={"training_set": dg.AssetIn(key=keys.training_set)},
+        # only the columns the fit needs are read from the stored training set
+        ins={"training_set": dg.AssetIn(key=keys.training_set, metadata=LAZY_LOAD)},
         retry_policy=retry_policy,
         description=description,
     )
@@ -175,6 +187,10 @@ def build_model_asset(spec: PipelineSpec, pipeline_file: Path, retry_policy: dg.
                 f" {record.value:.4f} in {record.duration_s:.1f} s ({record.best_iteration} rounds)"
             )
 
+        from ml_assets.training.windows import model_columns
+        from resources.partition_reader import read_columns
+
+        training_set = read_columns(training_set, model_columns(spec))
         try:
             fitted = fit_model(training_set, spec, on_trial)
         except ValueError as exc:

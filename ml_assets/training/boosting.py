@@ -147,6 +147,44 @@ def lightgbm_params(
     return merged
 
 
+def model_matrix(preprocessor: Any, frame: Any) -> Any:
+    """The model matrix of ``frame`` as one C-ordered float32 array, filled a column at a time with
+    the scoring code's own transformation (``Preprocessing.transform`` of that column): numeric
+    values, and the training-level codes of categoricals (a missing or unseen level is NaN). No
+    frame of the whole matrix is made, in float64 or otherwise."""
+    import numpy as np
+
+    matrix = np.empty((len(frame), len(preprocessor.columns)), dtype=np.float32)
+    for j, column in enumerate(preprocessor.columns):
+        categorical = column in preprocessor.categorical
+        one = dataclasses.replace(preprocessor, numeric=[] if categorical else [column],
+                                  categorical=[column] if categorical else [])
+        values = one.transform(frame)[column]
+        if categorical:
+            codes = values.cat.codes.to_numpy()
+            matrix[:, j] = np.where(codes < 0, np.nan, codes)
+        else:
+            matrix[:, j] = values.to_numpy()
+    return matrix
+
+
+def lightgbm_dataset(preprocessor: Any, frame: Any, label: Any, reference: Any = None) -> Any:
+    """A LightGBM Dataset of ``frame`` built from ``model_matrix`` (float32), which LightGBM frees
+    once it has binned it (``free_raw_data``). Categorical columns are declared by name and their
+    training levels recorded as LightGBM's ``pandas_categorical``, so the booster scores the
+    ``Preprocessing.transform`` frames of the registered model exactly as it would have had it been
+    trained on them."""
+    import lightgbm as lgb
+
+    categorical = list(preprocessor.categorical)
+    dataset = lgb.Dataset(
+        model_matrix(preprocessor, frame), label=label, feature_name=list(preprocessor.columns),
+        categorical_feature=categorical, free_raw_data=True, reference=reference,
+    )
+    dataset.pandas_categorical = [list(preprocessor.categories[c]) for c in categorical]
+    return dataset
+
+
 def train_lightgbm(
     train: Any,
     validate: Any | None,
@@ -188,12 +226,9 @@ def train_lightgbm(
     if task == "regression" and len(y_train) > 1 and float(np.std(y_train)) == 0.0:
         raise ValueError(f"the training target is constant ({len(y_train)} rows)")
     merged = lightgbm_params(params, seed, num_threads, task, num_class=len(classes) if classes else None)
-    train_set = lgb.Dataset(
-        preprocessor.transform(train), label=y_train, categorical_feature=categorical or "auto",
-        free_raw_data=True,
-    )
+    train_set = lightgbm_dataset(preprocessor, train, y_train)
     if validate is not None:
-        valid_set = lgb.Dataset(preprocessor.transform(validate), label=y_valid, reference=train_set)
+        valid_set = lightgbm_dataset(preprocessor, validate, y_valid, reference=train_set)
         callbacks = [lgb.early_stopping(early_stopping_rounds, first_metric_only=True, verbose=False)]
         booster = lgb.train(
             merged, train_set, num_boost_round=num_boost_round, valid_sets=[valid_set],

@@ -47,6 +47,21 @@ class FittedModel:
     bundle: Any  # ModelBundle
     tuning: Any | None  # TuningResult
     fit_seconds: float
+    train_rows: int = 0  # labelled rows of the train window
+    fitted_rows: int = 0  # rows fitted on: all of them, or the model.max_train_rows sample
+
+    @property
+    def sampled(self) -> bool:
+        return self.fitted_rows < self.train_rows
+
+
+def train_sample(train: Any, spec: PipelineSpec) -> Any:
+    """The train rows the model is fitted on: every row, or, beyond ``model.max_train_rows``, a
+    seeded sample (``model.seed``) stratified on the class of a classification target, in time order."""
+    from ml_assets.training.windows import capped_sample
+
+    stratify = spec.target.name if spec.target.task != "regression" else None
+    return capped_sample(train, spec.model.max_train_rows, seed=spec.model.seed, stratify=stratify)
 
 
 def fit_model(training_set: Any, spec: PipelineSpec, on_trial: Callable[[Any], None] | None = None) -> FittedModel:
@@ -58,6 +73,8 @@ def fit_model(training_set: Any, spec: PipelineSpec, on_trial: Callable[[Any], N
 
     model_cfg, tuning, task = spec.model, spec.model.tuning, spec.target.task
     train, validate = split_rows(training_set, "train"), split_rows(training_set, "validate")
+    train_rows = len(train)
+    train = train_sample(train, spec)
     for name, part in (("train", train), ("validate", validate)):
         if len(part) < model_cfg.windows.min_rows:
             raise ValueError(
@@ -83,7 +100,7 @@ def fit_model(training_set: Any, spec: PipelineSpec, on_trial: Callable[[Any], N
         bundle.threshold = choose_threshold(
             validate[spec.target.name], predict_proba(bundle, validate), spec.evaluation.threshold_objective
         )
-    return FittedModel(bundle, tuned, time.perf_counter() - started)
+    return FittedModel(bundle, tuned, time.perf_counter() - started, train_rows, len(train))
 
 
 @dataclass(frozen=True)
@@ -146,6 +163,7 @@ def log_and_register(
             **{f"{split}_first_day": days[split][0] for split in SPLITS},
             **{f"{split}_last_day": days[split][-1] for split in SPLITS},
             **{f"{split}_rows": int((training_set[SPLIT_COLUMN] == split).sum()) for split in SPLITS},
+            "fitted_rows": fitted.fitted_rows, "max_train_rows": spec.model.max_train_rows or "none",
         })
         tracking.log_metrics({f"validate_{k}": v for k, v in bundle.validation_metrics.items()})
         tracking.log_metrics({"fit_seconds": fitted.fit_seconds, "final_fit_seconds": bundle.train_seconds})

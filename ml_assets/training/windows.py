@@ -134,6 +134,22 @@ def check_window(name: str, rows: Any, start: Any, end: Any, target: str, min_ro
         )
 
 
+def parsed_windows(windows: dict[str, tuple[Any, Any]]) -> list[tuple[str, dt.date, dt.date]]:
+    """``[(name, start, end)]``; ``WindowError`` unless each window ends after it starts and the
+    windows are in time order without overlap."""
+    parsed = [(name, as_date(start), as_date(end)) for name, (start, end) in windows.items()]
+    for name, start, end in parsed:
+        if end < start:
+            raise WindowError(f"window '{name}' ends ({end}) before it starts ({start})")
+    for (name_a, _, end_a), (name_b, start_b, _) in zip(parsed, parsed[1:]):
+        if start_b <= end_a:
+            raise WindowError(
+                f"window '{name_b}' starts on {start_b}, not after the end of '{name_a}' ({end_a}): "
+                "windows must be in time order and must not overlap"
+            )
+    return parsed
+
+
 def split_by_time(
     frame: Any,
     windows: dict[str, tuple[Any, Any]],
@@ -147,16 +163,7 @@ def split_by_time(
     and not overlapping). Rows whose target is unknown (NaN) are dropped."""
     if target not in frame.columns:
         raise WindowError(f"the frame has no target column '{target}'")
-    parsed = [(name, as_date(start), as_date(end)) for name, (start, end) in windows.items()]
-    for name, start, end in parsed:
-        if end < start:
-            raise WindowError(f"window '{name}' ends ({end}) before it starts ({start})")
-    for (name_a, _, end_a), (name_b, start_b, _) in zip(parsed, parsed[1:]):
-        if start_b <= end_a:
-            raise WindowError(
-                f"window '{name_b}' starts on {start_b}, not after the end of '{name_a}' ({end_a}): "
-                "windows must be in time order and must not overlap"
-            )
+    parsed = parsed_windows(windows)
     days = day_strings(frame, date_column)
     known = frame[target].notna()
     result = {}
@@ -251,6 +258,74 @@ def build_training_set(
     )
     parts = [part.assign(**{SPLIT_COLUMN: name}) for name, part in splits.items()]
     return pd.concat(parts, ignore_index=True), windows
+
+
+def capped_sample(frame: Any, max_rows: int | None, *, seed: int, stratify: str | None = None) -> Any:
+    """``frame`` when it has at most ``max_rows`` rows, else a seeded sample of ``max_rows`` rows in
+    their original order; with ``stratify`` (a column) each value keeps its share of the rows (largest
+    remainders; missing values are a stratum of their own)."""
+    import numpy as np
+
+    n = len(frame)
+    if max_rows is None or n <= max_rows:
+        return frame
+    rng = np.random.default_rng(seed)
+    if stratify is None:
+        picked = rng.choice(n, size=max_rows, replace=False)
+    else:
+        import pandas as pd
+
+        codes = pd.factorize(frame[stratify])[0]  # missing values: code -1, a stratum of their own
+        strata = [np.flatnonzero(codes == code) for code in np.unique(codes)]
+        exact = np.array([len(s) * max_rows / n for s in strata])
+        take = np.floor(exact).astype(int)
+        for i in np.argsort(-(exact - take), kind="stable")[: max_rows - int(take.sum())]:
+            take[i] += 1
+        picked = np.concatenate([rng.choice(s, size=k, replace=False) for s, k in zip(strata, take)])
+    return frame.iloc[np.sort(picked)].reset_index(drop=True)
+
+
+def model_columns(spec: PipelineSpec) -> list[str]:
+    """The training-set columns that training and evaluation read: the features, the target, the
+    split and day columns and the columns of the YAML's naive baselines (nothing else is loaded)."""
+    baselines = [c for b in (spec.evaluation.baselines if spec.evaluation else []) for c in b.mean_of]
+    return list(dict.fromkeys([*spec.features.numeric, *spec.features.categorical, spec.target.name,
+                               SPLIT_COLUMN, PARTITION_COLUMN, *baselines]))
+
+
+def build_training_set_by_day(
+    features: Any, spec: PipelineSpec, mode: str | None = None, end: str | None = None
+) -> tuple[Any, dict[str, tuple[str, str]]]:
+    """``build_training_set`` of stored daily features (``resources.partition_reader.StoredPartitions``)
+    read one day at a time: only the labelled rows of days inside a window are kept, so memory is the
+    training set's, not the feature range's (plus one day). Same rows, order and checks."""
+    import pandas as pd
+
+    if spec.partitioning is None:
+        return build_training_set(features.read_all(), spec, mode, end)
+    target = spec.target.name
+    days = [day for day in features.keys if features.num_rows(day)]
+    windows = resolve_windows(spec.model.windows, days, mode, end, (spec.partitioning.start, spec.partitioning.end))
+    parsed = parsed_windows(windows)
+    parts = []
+    for day in days:
+        name = next((n for n, start, stop in parsed if start.isoformat() <= day <= stop.isoformat()), None)
+        if name is None:
+            continue
+        frame = features.read(day)
+        if target not in frame.columns:
+            raise WindowError(f"the features of pipeline '{spec.name}' have no target column '{target}'")
+        parts.append(frame[frame[target].notna().to_numpy()].assign(**{SPLIT_COLUMN: name}))
+        del frame
+    if parts:
+        out = pd.concat(parts, ignore_index=True)
+    else:
+        out = pd.DataFrame(columns=[*features.schema_names(), SPLIT_COLUMN])
+    del parts
+    for name, start, stop in parsed:
+        rows = out.loc[(out[SPLIT_COLUMN] == name).to_numpy(), [target]]
+        check_window(name, rows, start, stop, target, spec.model.windows.min_rows, spec.target.task != "regression")
+    return out, windows
 
 
 def split_rows(frame: Any, name: str) -> Any:

@@ -55,3 +55,40 @@ def test_baselines_on_real_sample(real_splits):
     logit = evaluate(test["delayed"], model.predict_proba(test)[:, 1])
     assert 0.5 < naive["roc_auc"] < 0.8 and 0.6 < logit["roc_auc"] < 0.9
     pickle.loads(pickle.dumps(model))
+
+
+def test_capped_sample_is_seeded_stratified_and_keeps_order():
+    from ml_assets.training.windows import capped_sample
+
+    rng = np.random.default_rng(1)
+    frame = pd.DataFrame({"i": range(10_000), "delayed": (rng.random(10_000) < 0.21).astype(float)})
+    assert capped_sample(frame, 20_000, seed=0) is frame and capped_sample(frame, None, seed=0) is frame
+    sample = capped_sample(frame, 1_000, seed=3, stratify="delayed")
+    assert len(sample) == 1_000 and sample["i"].is_monotonic_increasing and sample["i"].is_unique
+    # each class keeps its share, to the row (largest remainders)
+    assert sample["delayed"].sum() == round(frame["delayed"].sum() / 10)
+    pd.testing.assert_frame_equal(sample, capped_sample(frame, 1_000, seed=3, stratify="delayed"))
+    assert not capped_sample(frame, 1_000, seed=4, stratify="delayed")["i"].equals(sample["i"])
+    plain = capped_sample(frame, 1_000, seed=3)
+    assert len(plain) == 1_000 and plain["i"].is_monotonic_increasing
+
+
+def test_baselines_fit_on_a_capped_seeded_sample(flights_spec, real_splits):
+    from ml_assets.evaluation.report import baseline_fit_rows, baseline_sample_text, baseline_scores
+
+    train, test = real_splits["train"], real_splits["test"]
+    capped = flights_spec.model_copy(update={"evaluation": flights_spec.evaluation.model_copy(
+        update={"baseline_max_rows": len(train) // 4})})
+    rows = baseline_fit_rows(capped, train)
+    assert len(rows) == len(train) // 4 and rows["delayed"].mean() == pytest.approx(train["delayed"].mean(), abs=2e-3)
+    assert baseline_fit_rows(flights_spec, train) is train
+    assert baseline_sample_text(capped, len(train)).startswith(f"a random sample of {len(train) // 4:,} of the {len(train):,}")
+    scores = baseline_scores(capped, train, test, None)
+    full = baseline_scores(flights_spec, train, test, None)
+    np.testing.assert_array_equal(scores["prior"][1], full["prior"][1])  # the prior still uses every row
+    sampled_auc = evaluate(test["delayed"], scores["logistic"][1])["roc_auc"]
+    full_auc = evaluate(test["delayed"], full["logistic"][1])["roc_auc"]
+    assert not np.array_equal(scores["logistic"][1], full["logistic"][1])
+    assert sampled_auc == pytest.approx(full_auc, abs=0.02) and sampled_auc > 0.6
+    again = baseline_scores(capped, train, test, None)
+    np.testing.assert_array_equal(again["logistic"][1], scores["logistic"][1])
