@@ -98,9 +98,13 @@ def sample_reference(features: Any, days: list[str], model: Any, columns: Any, c
         frame = features.read(day)
         scored_days.append(frame.assign(**{columns.prediction: model.score(frame)["score"].to_numpy()}))
     calibration = pd.concat(scored_days, ignore_index=True)
-    # each calibration day is compared with the scored sample less that day's rows: a random sample
-    # of the window without the day, as a whole-window calibration draws it
-    reference = calibrate_thresholds(reference, calibration, config, day_column=PARTITION_COLUMN, pool=sample)
+    # Each calibration day is compared with the rest of the window (left out). When every day of the
+    # window is calibrated (the default, up to 365 days), the scored days are the window: the same
+    # calibration as a whole-window build. Otherwise a day's pool is the scored sample less that
+    # day's rows, a random sample of the window without the day, as the whole-window build draws it.
+    every_day = len(chosen) == sum(1 for c in counts if c)
+    reference = calibrate_thresholds(reference, calibration, config, day_column=PARTITION_COLUMN,
+                                     pool=None if every_day else sample)
     present = [d for d, c in zip(days, counts) if c]
     return SampledReference(reference, (present[0], present[-1]), total, labelled,
                             len(sample) + len(calibration), chosen)

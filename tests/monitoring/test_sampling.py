@@ -20,7 +20,9 @@ from resources.partition_reader import StoredPartitions
 from tests.conftest import FLIGHTS_YAML, real_features
 
 COLUMNS, CONFIG = drift_settings(load_pipeline(FLIGHTS_YAML))
-# fewer calibration days than window days, so the choice of days is exercised
+# every window day calibrated (the default up to 365 days): the same thresholds as the whole window
+EVERY_DAY = CONFIG
+# fewer calibration days than window days, so the choice of days and the sampled pool are exercised
 CONFIG = dataclasses.replace(CONFIG, calibration_chunks=6)
 WINDOW = ("2013-06-03", "2013-06-16")
 CURRENT = ["2013-06-17", "2013-06-18", "2013-06-19"]
@@ -72,7 +74,13 @@ def test_sampled_reference_equals_the_whole_window_build(stored):
     assert len(window) > 10_000 and got.source_rows == len(window) == expected.source_rows
     pd.testing.assert_frame_equal(got.sample, expected.sample)
     assert {c: got.stats[c] for c in COLUMNS.features} == {c: expected.stats[c] for c in COLUMNS.features}
-    assert got.thresholds == expected.thresholds and got.calibration == expected.calibration
+    # six of the 14 days calibrated: the same days, each against the scored sample less that day
+    # instead of a sample of the rest of the window: estimates of the same thresholds, not equal ones
+    assert got.calibration["chunks"] == expected.calibration["chunks"] == 6
+    for column, threshold in expected.thresholds.items():
+        # the 95th percentile of six days' scores against two different random pools: on this window
+        # the two estimates differ by a factor of 0.63 to 1.44 (distance, origin)
+        assert 1 / 1.6 < got.thresholds[column] / threshold < 1.6, (column, threshold, got.thresholds[column])
     assert built.labelled_rows == int(window["delayed"].notna().sum()) < len(window)
     assert built.window == WINDOW and len(built.calibration_days) == 6
     # only the sample and the six calibration days were scored, not the window
@@ -83,9 +91,27 @@ def test_sampled_reference_equals_the_whole_window_build(stored):
     for day in CURRENT:
         current = store.read(day).assign(delayed_score=lambda f: f["route_delay_rate_28d"].fillna(0.2))
         old, new = compute_drift(expected, current, CONFIG), compute_drift(got, current, CONFIG)
+        assert [c.score for c in new.columns] == [c.score for c in old.columns]
+
+
+def test_sampled_reference_calibrating_every_day_equals_the_whole_window_build(stored):
+    features, store = stored
+    window = features[(features[PARTITION_COLUMN] >= WINDOW[0]) & (features[PARTITION_COLUMN] <= WINDOW[1])]
+    window = window.reset_index(drop=True)
+    scored = window.assign(delayed_score=RouteRateScorer().score(window)["score"].to_numpy())
+    expected = build_reference(scored, COLUMNS, sample_size=3_000, seed=5)
+    expected = calibrate_thresholds(expected, scored, EVERY_DAY, day_column=PARTITION_COLUMN)
+    days = [d for d in store.keys if WINDOW[0] <= d <= WINDOW[1]]
+    built = sample_reference(store, days, RouteRateScorer(), COLUMNS, EVERY_DAY, target="delayed",
+                             sample_size=3_000, seed=5)
+    got = built.reference
+    assert len(built.calibration_days) == len(days) == 14
+    assert got.thresholds == expected.thresholds and got.calibration == expected.calibration
+    for day in CURRENT:
+        current = store.read(day).assign(delayed_score=lambda f: f["route_delay_rate_28d"].fillna(0.2))
+        old, new = compute_drift(expected, current, EVERY_DAY), compute_drift(got, current, EVERY_DAY)
         assert (new.data_drift, new.drifted_columns, new.prediction_drift) == \
                (old.data_drift, old.drifted_columns, old.prediction_drift)
-        assert [c.score for c in new.columns] == [c.score for c in old.columns]
 
 
 def test_drift_by_day_reads_stored_days_or_frames_alike(stored, tmp_path):
