@@ -77,6 +77,10 @@ class DevServers:
                     os.killpg(process.pid, signal.SIGKILL)
                 except ProcessLookupError:
                     pass
+                # killed processes take a moment to be gone: return only once none of the group runs
+                killed_by = time.monotonic() + 10
+                while group_alive(process.pid) and time.monotonic() < killed_by:
+                    time.sleep(0.1)
             process.wait()
 
     def wait_until_up(self, timeout: float = 180) -> None:

@@ -42,12 +42,16 @@ SMALL_RUN_CONFIG = {
 }
 
 
+MLFLOW_UI, DAGSTER_UI = "http://127.0.0.1:5000", "http://127.0.0.1:3000"
+
+
 def make_resources(tmp: Path, spec, **embedder_overrides) -> dict:
     embedder = {**embedder_settings(spec), **embedder_overrides}
     return {
         "embedder": SentenceTransformerEmbedder(**embedder),
         "vector_store": QdrantVectorStore(path=str(tmp / "qdrant"), lock_timeout_seconds=0),
-        "tracking": MlflowTracking(local_dir=str(tmp / "mlflow")),
+        # the UIs `./run.sh dev` starts: the evaluation links to its MLflow run and back to Dagster
+        "tracking": MlflowTracking(local_dir=str(tmp / "mlflow"), ui_url=MLFLOW_UI, dagster_ui_url=DAGSTER_UI),
     }
 
 
@@ -145,6 +149,11 @@ def test_materialize_examples_embeddings_and_evaluation(default_run):
     run = client.get_run(ev["mlflow_run_id"])
     assert run.data.metrics["knn_vote_accuracy"] == pytest.approx(ev["knn_vote_accuracy"], abs=1e-4)
     assert run.data.params["collection"] == "reviews_fewshot__all-MiniLM-L6-v2"
+    # one click to the MLflow run and its artifacts, and the run links back to the Dagster run
+    experiment = run.info.experiment_id
+    assert ev["mlflow_run_url"] == f"{MLFLOW_UI}/#/experiments/{experiment}/runs/{run.info.run_id}"
+    assert ev["mlflow_artifacts_url"] == f"{MLFLOW_UI}/#/experiments/{experiment}/runs/{run.info.run_id}/artifacts"
+    assert run.data.tags["dagster_run_url"] == f"{DAGSTER_UI}/runs/{first.run_id}"
 
 
 @pytest.mark.slow
