@@ -334,11 +334,24 @@ class PartitionedParquetIOManager(dg.ConfigurableIOManager):
     def load_input(self, context: dg.InputContext) -> pd.DataFrame:
         import pandas as pd
 
-        key = context.asset_key
         if (context.definition_metadata or {}).get("load") == "lazy":  # one partition at a time
             from resources.partition_reader import lazy_input
 
             return lazy_input(self, context)
+        key = context.asset_key
+        partition_keys, paths, recorded = self.stored_inputs(context)
+        frames = [load_partition(path, key, pk, recorded.get(pk)) for pk, path in zip(partition_keys, paths)]
+        non_empty = [f for f in frames if len(f)]
+        if not non_empty:
+            return frames[0]
+        return pd.concat(non_empty, ignore_index=True) if len(non_empty) > 1 else non_empty[0]
+
+    def stored_inputs(self, context: dg.InputContext
+                      ) -> tuple[list[str | None], list[Any], dict[str | None, RecordedObject]]:
+        """The partitions of an input (``[None]`` for an unpartitioned asset), their stored files and
+        what the instance recorded for them; a missing file fails now, naming the asset, the
+        partitions, where the instance recorded them and the repair command."""
+        key = context.asset_key
         partition_keys = list(context.asset_partition_keys) if context.has_asset_partitions else None
         recorded = self.recorded(context, key, partition_keys)
         if partition_keys is None:
@@ -348,7 +361,7 @@ class PartitionedParquetIOManager(dg.ConfigurableIOManager):
                     f"{key.to_user_string()} has not been materialized (no file {describe(path)}). Build it with:"
                     f" {repair_command(key)}"
                 )
-            return load_partition(path, key, None, recorded.get(None))
+            return [None], [path], recorded
         paths = [self.path_for(key, pk) for pk in partition_keys]
         missing = [pk for pk, path in zip(partition_keys, paths) if not path.exists()]
         if missing:
@@ -361,11 +374,7 @@ class PartitionedParquetIOManager(dg.ConfigurableIOManager):
                 f" (no file {describe(self.path_for(key, missing[0]))}).{extra} Materialize (backfill) them first:"
                 f" {repair_command(key, missing)}"
             )
-        frames = [load_partition(path, key, pk, recorded.get(pk)) for pk, path in zip(partition_keys, paths)]
-        non_empty = [f for f in frames if len(f)]
-        if not non_empty:
-            return frames[0]
-        return pd.concat(non_empty, ignore_index=True) if len(non_empty) > 1 else non_empty[0]
+        return partition_keys, paths, recorded
 
     def recorded(self, context: dg.InputContext, key: dg.AssetKey,
                  partition_keys: list[str] | None) -> dict[str | None, RecordedObject]:

@@ -93,27 +93,5 @@ def read_columns(source: Any, columns: list[str]) -> pd.DataFrame:
 def lazy_input(manager: Any, context: dg.InputContext) -> StoredPartitions:
     """The ``StoredPartitions`` of an input of ``manager`` (a ``PartitionedParquetIOManager``):
     missing files fail now, naming the asset, partitions and repair command, like an eager read."""
-    from resources.parquet_io import MissingPartitionError, repair_command
-    from resources.storage import describe
-
-    key = context.asset_key
-    partition_keys = list(context.asset_partition_keys) if context.has_asset_partitions else None
-    recorded = manager.recorded(context, key, partition_keys)
-    if partition_keys is None:
-        path = manager.path_for(key)
-        if not path.exists():
-            raise MissingPartitionError(
-                f"{key.to_user_string()} has not been materialized (no file {describe(path)}). Build it with:"
-                f" {repair_command(key)}"
-            )
-        return StoredPartitions(key, (None,), (path,), recorded)
-    paths = [manager.path_for(key, pk) for pk in partition_keys]
-    missing = [pk for pk, path in zip(partition_keys, paths) if not path.exists()]
-    if missing:
-        shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
-        raise MissingPartitionError(
-            f"{key.to_user_string()}: partition(s) {shown} not materialized under {describe(manager.root())}"
-            f" (no file {describe(paths[partition_keys.index(missing[0])])}); materialize (backfill) them first:"
-            f" {repair_command(key, missing)}"
-        )
-    return StoredPartitions(key, tuple(partition_keys), tuple(paths), recorded)
+    keys, paths, recorded = manager.stored_inputs(context)
+    return StoredPartitions(context.asset_key, tuple(keys), tuple(paths), recorded)
