@@ -213,19 +213,22 @@ class Target(Strict):
 
     def parsed_rule(self) -> tuple[str, float | str] | None:
         """``(operator, number)`` or ``(operator, string)`` of the rule, None without one."""
-        if self.rule is None:
-            return None
-        match = RULE_PATTERN.match(self.rule)
-        if match is not None:
-            return match["op"], float(match["value"])
-        match = STRING_RULE_PATTERN.match(self.rule)
-        assert match is not None  # checked by the validator
-        return match["op"], match["value"]
+        return None if self.rule is None else parse_rule(self.rule)
 
     def positive_values(self) -> list[Any] | None:
         if self.positive is None:
             return None
         return list(self.positive) if isinstance(self.positive, list) else [self.positive]
+
+
+def parse_rule(rule: str) -> tuple[str, float | str]:
+    """``(operator, number)`` or ``(operator, string)`` of a rule its validator accepted."""
+    match = RULE_PATTERN.match(rule)
+    if match is not None:
+        return match["op"], float(match["value"])
+    match = STRING_RULE_PATTERN.match(rule)
+    assert match is not None  # checked by the validator
+    return match["op"], match["value"]
 
 
 TIMESTAMP_PARTS = ("hour", "minute", "weekday", "month", "day_of_year")
@@ -257,12 +260,7 @@ class RowRule(Strict):
         return value
 
     def parsed(self) -> tuple[str, float | str]:
-        match = RULE_PATTERN.match(self.rule)
-        if match is not None:
-            return match["op"], float(match["value"])
-        match = STRING_RULE_PATTERN.match(self.rule)
-        assert match is not None  # checked by the validator
-        return match["op"], match["value"]
+        return parse_rule(self.rule)
 
 
 HISTORY_STATS = ("count", "target_rate", "target_mean", "mean", "rate")
