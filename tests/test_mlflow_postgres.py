@@ -25,6 +25,7 @@ import pytest
 from ml_assets.keys import pipeline_keys
 from ml_assets.training.registry import CHAMPION, load_model
 from resources.tracking import MlflowTracking
+from scripts.dev import group_alive
 from tests.conftest import free_port, metadata_of
 from tests.test_example_pipelines import example
 
@@ -61,6 +62,24 @@ def wait_until_healthy(url: str, process, log, timeout: float = 90) -> None:
             time.sleep(0.5)
 
 
+def stop_group(pgid: int, grace: float = 5) -> None:
+    """SIGTERM the server's process group, SIGKILL what is left after ``grace`` seconds, and return
+    once none of the group runs."""
+    import time
+
+    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 20)):
+        try:
+            os.killpg(pgid, sig)
+        except ProcessLookupError:
+            return
+        deadline = time.monotonic() + wait
+        while group_alive(pgid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if not group_alive(pgid):
+            return
+    raise AssertionError(f"process group {pgid} of the mlflow server is still alive after SIGKILL")
+
+
 @pytest.fixture()
 def mlflow_server(tmp_path, postgres_database):
     """``mlflow server`` on a free loopback port, its store in schema ``mlflow`` of the test's own
@@ -82,14 +101,8 @@ def mlflow_server(tmp_path, postgres_database):
         wait_until_healthy(url, process, root / "server.log")
         yield url, root / "artifacts"
     finally:
-        try:
-            os.killpg(process.pid, signal.SIGTERM)
-            process.wait(timeout=5)
-        except ProcessLookupError:
-            pass
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=20)
+        stop_group(process.pid)
+        process.wait(timeout=10)
 
 
 def test_mlflow_server_on_postgresql_schema_with_artifact_proxying(tmp_path, postgres_database, mlflow_server):
