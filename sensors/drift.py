@@ -9,6 +9,11 @@ windows ending on that day, unless a drift retrain ran within ``cooldown_hours``
 the same evidence never launches twice; the reason is in the run tags. Otherwise a ``SkipReason``
 says why. The evaluation gate of the training job then decides whether the new model is promoted.
 
+It also reads ``<name>/served_drift_report`` (the same checks on the traffic the scoring service
+scored): a served day whose ``data_drift`` or ``prediction_drift`` check failed requests the same
+rolling retrain (ending on that day) on its own, once per day (run key
+``drift-retrain:<name>:served:<day>``), within the same cooldown and weekly budget.
+
 A pipeline without partitions has one drift report of its whole table instead of days: its sensor
 (``build_table_drift_sensor``) retrains when the newest report alarms.
 """
@@ -28,9 +33,11 @@ CURSOR_DAYS = 60  # days of verdicts kept in the cursor
 
 
 def load_cursor(cursor: str | None) -> dict[str, Any]:
-    if not cursor:
-        return {"storage_id": 0, "days": {}}
-    return json.loads(cursor)
+    """The sensor's state: read positions and per-day verdicts of the batch and the served report."""
+    state = json.loads(cursor) if cursor else {}
+    for name, empty in (("storage_id", 0), ("days", {}), ("served_storage_id", 0), ("served_days", {})):
+        state.setdefault(name, empty)
+    return state
 
 
 def _verdicts(instance: dg.DagsterInstance, key: dg.AssetKey, after: int) -> tuple[int, dict[str, dict]]:
@@ -128,12 +135,67 @@ def build_table_drift_sensor(spec: PipelineSpec) -> dg.SensorDefinition:
     return _sensor
 
 
+def keep_recent(days: dict[str, dict]) -> dict[str, dict]:
+    """The newest ``CURSOR_DAYS`` days of verdicts."""
+    return {d: days[d] for d in sorted(days)[-CURSOR_DAYS:]}
+
+
+def alarm_details(days: dict[str, dict], alarms: list[str]) -> str:
+    """``<day>: data drift (<columns>) prediction drift; ...`` for the alarm days."""
+    return "; ".join(
+        f"{d}: {'data drift (' + (days[d]['columns'] or '?') + ')' if days[d]['data'] else ''}"
+        f"{' ' if days[d]['data'] and days[d]['prediction'] else ''}"
+        f"{'prediction drift' if days[d]['prediction'] else ''}"
+        for d in alarms
+    )
+
+
+def batch_request(spec: PipelineSpec, days: dict[str, dict]) -> dg.RunRequest | str:
+    """The rolling retrain the batch drift report's verdicts ask for (``failures`` alarm days among
+    the last ``within_days``; the run key names the alarm days), or why not."""
+    retrain, drift_key = spec.monitoring.retrain, pipeline_keys(spec).drift_report
+    if not days:
+        return f"no drift reports of {drift_key.to_user_string()} yet"
+    newest = max(days)
+    alarms = alarm_days(days, newest, retrain.within_days)
+    if len(alarms) < retrain.failures:
+        return (f"{len(alarms)} drift alarm day(s) among the {retrain.within_days} days up to {newest}"
+                f" ({', '.join(alarms) or 'none'}); {retrain.failures} needed to retrain")
+    reason = (f"{len(alarms)} drift alarm days among the {retrain.within_days} days up to {newest}:"
+              f" {alarm_details(days, alarms)}")
+    return dg.RunRequest(
+        run_key=f"drift-retrain:{spec.name}:{','.join(alarms)}",
+        run_config=rolling_run_config(spec, end=newest),
+        tags={TRIGGER_TAG: DRIFT_TRIGGER, PIPELINE_TAG: spec.name, REASON_TAG: reason[:4000]},
+    )
+
+
+def served_request(spec: PipelineSpec, days: dict[str, dict]) -> dg.RunRequest | str:
+    """The rolling retrain the served drift report asks for, or why not: the traffic the service
+    actually scored drifted, so one alarm day is enough. The newest alarm day among the last
+    ``within_days`` (up to the newest served day) is requested once: its run key names that day."""
+    retrain, served_key = spec.monitoring.retrain, pipeline_keys(spec).served_drift_report
+    if not days:
+        return f"no served drift reports of {served_key.to_user_string()} yet"
+    newest = max(days)
+    alarms = alarm_days(days, newest, retrain.within_days)
+    if not alarms:
+        return f"no served drift alarm among the {retrain.within_days} days up to {newest}"
+    day = alarms[-1]
+    reason = f"served drift alarm in {served_key.to_user_string()}: {alarm_details(days, [day])}"
+    return dg.RunRequest(
+        run_key=f"drift-retrain:{spec.name}:served:{day}",
+        run_config=rolling_run_config(spec, end=day),
+        tags={TRIGGER_TAG: DRIFT_TRIGGER, PIPELINE_TAG: spec.name, REASON_TAG: reason[:4000]},
+    )
+
+
 def build_drift_sensor(spec: PipelineSpec) -> dg.SensorDefinition:
     if spec.partitioning is None:
         return build_table_drift_sensor(spec)
     retrain = spec.monitoring.retrain
     keys = pipeline_keys(spec)
-    drift_key, job_name = keys.drift_report, keys.training_job
+    drift_key, served_key, job_name = keys.drift_report, keys.served_drift_report, keys.training_job
 
     @dg.sensor(
         name=keys.drift_sensor,
@@ -142,44 +204,24 @@ def build_drift_sensor(spec: PipelineSpec) -> dg.SensorDefinition:
         default_status=dg.DefaultSensorStatus.STOPPED,
         description=(
             f"Launches {job_name} on the rolling windows when at least {retrain.failures} of the last"
-            f" {retrain.within_days} days of {drift_key.to_user_string()} alarm (data or prediction drift);"
+            f" {retrain.within_days} days of {drift_key.to_user_string()} alarm (data or prediction drift),"
+            f" or when a day of {served_key.to_user_string()} (the served traffic) alarms (once per day);"
             f" cooldown {retrain.cooldown_hours:g} h, at most {retrain.max_per_week} drift retrains per 7 days."
         ),
     )
     def _sensor(context: dg.SensorEvaluationContext):
         state = load_cursor(context.cursor)
-        latest, verdicts = _verdicts(context.instance, drift_key, state["storage_id"])
-        state["storage_id"] = latest
-        state["days"].update(verdicts)
-        if state["days"]:  # keep only the most recent days
-            kept = sorted(state["days"])[-CURSOR_DAYS:]
-            state["days"] = {d: state["days"][d] for d in kept}
+        for days, position, key in (("days", "storage_id", drift_key), ("served_days", "served_storage_id", served_key)):
+            state[position], verdicts = _verdicts(context.instance, key, state[position])
+            state[days] = keep_recent({**state[days], **verdicts})
         context.update_cursor(json.dumps(state, sort_keys=True))
-        if not state["days"]:
-            return dg.SkipReason(f"no drift reports of {drift_key.to_user_string()} yet")
-        newest = max(state["days"])
-        alarms = alarm_days(state["days"], newest, retrain.within_days)
-        if len(alarms) < retrain.failures:
-            return dg.SkipReason(
-                f"{len(alarms)} drift alarm day(s) among the {retrain.within_days} days up to {newest}"
-                f" ({', '.join(alarms) or 'none'}); {retrain.failures} needed to retrain"
-            )
-        held = held_back(context.instance, spec, f"alarm days {', '.join(alarms)}")
+        decisions = [batch_request(spec, state["days"]), served_request(spec, state["served_days"])]
+        requests = [d for d in decisions if isinstance(d, dg.RunRequest)]
+        if not requests:
+            return dg.SkipReason("; ".join(decisions))
+        held = held_back(context.instance, spec, requests[0].tags[REASON_TAG])
         if held is not None:
             return held
-        details = "; ".join(
-            f"{d}: {'data drift (' + (state['days'][d]['columns'] or '?') + ')' if state['days'][d]['data'] else ''}"
-            f"{' ' if state['days'][d]['data'] and state['days'][d]['prediction'] else ''}"
-            f"{'prediction drift' if state['days'][d]['prediction'] else ''}"
-            for d in alarms
-        )
-        reason = (
-            f"{len(alarms)} drift alarm days among the {retrain.within_days} days up to {newest}: {details}"
-        )
-        return dg.RunRequest(
-            run_key=f"drift-retrain:{spec.name}:{','.join(alarms)}",
-            run_config=rolling_run_config(spec, end=newest),
-            tags={TRIGGER_TAG: DRIFT_TRIGGER, PIPELINE_TAG: spec.name, REASON_TAG: reason[:4000]},
-        )
+        return requests[0]
 
     return _sensor

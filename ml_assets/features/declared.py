@@ -27,8 +27,8 @@ from ml_assets.features.functions import (
     output_columns,
     rows_for_days,
     target_values,
-    timestamp_part,
     pipeline_timezone,
+    timestamp_part_of,
     utc_times,
 )
 
@@ -74,10 +74,13 @@ def with_declared_features(
             f"declared feature(s) {clash} of pipeline '{spec.name}' are already columns of source"
             f" '{primary}': give them other names"
         )
+    local_times: dict[str, pd.Series] = {}  # each time column converted once, for all its parts
     for name, part in features.timestamp_parts.items():
         if part.column not in frame.columns:
             raise ValueError(f"features.timestamp_parts.{name}: source '{primary}' has no column '{part.column}'")
-        added[name] = timestamp_part(frame[part.column], part.part, pipeline_timezone(spec)).to_numpy()
+        if part.column not in local_times:
+            local_times[part.column] = utc_times(frame[part.column]).dt.tz_convert(pipeline_timezone(spec))
+        added[name] = timestamp_part_of(local_times[part.column], part.part).to_numpy()
     if history or joins:
         day_numbers, valid, target, _ = rows_for_days(frame, spec, days)
         n = len(frame)

@@ -147,7 +147,9 @@ def flights_features(
 
     key = spec.sources[spec.primary_source].entity_key
     keep = list(dict.fromkeys([*key, *from_flights]))
-    out = pd.DataFrame({column: flights[column].to_numpy()[target] for column in keep})
+    # the columns are gathered first and make one frame (on a scoring request's single row, adding
+    # columns to a frame one by one costs more than computing them)
+    out = {column: pd.Series(flights[column].to_numpy()[target]) for column in keep}
     out[PARTITION_COLUMN] = day_strings(day_numbers[target], valid[target])
     for name in from_flights:
         if name in spec.features.categorical:
@@ -162,7 +164,7 @@ def flights_features(
         for name in schedule:
             out[name] = counts[name]
     out[spec.target.name] = target_values(flights, spec.target).to_numpy()[target]
-    return finish(out, spec)
+    return finish(pd.DataFrame(out), spec)
 
 
 @register_online_keys("flights_features")

@@ -125,6 +125,7 @@ def target_values(df: pd.DataFrame, target: Target) -> pd.Series:
     * multiclass: the column's values as text;
     * regression: the column as float64.
     """
+    import numpy as np
     import pandas as pd
 
     if target.column not in df.columns:
@@ -133,6 +134,8 @@ def target_values(df: pd.DataFrame, target: Target) -> pd.Series:
     known = column.notna()
     if target.task == "multiclass":
         return as_str(column)
+    if not known.any():  # no outcome yet (scoring requests): every label missing, whatever the rule
+        return pd.Series(np.nan, index=column.index, dtype="float64", name=column.name)
     if target.task == "regression":
         try:
             return pd.to_numeric(column).astype("float64")
@@ -239,7 +242,11 @@ def day_strings(day_numbers: np.ndarray, valid: np.ndarray) -> np.ndarray:
 
 
 def as_str(values: pd.Series) -> pd.Series:
-    """Object column of ``str`` values, missing values kept missing."""
+    """Object column of ``str`` values, missing values kept missing. A column that already holds only
+    text (and None or NaN) is copied as it is: the same result without converting every value."""
+    if values.dtype == object and all(type(v) is str or v is None or (type(v) is float and v != v)
+                                      for v in values.tolist()):
+        return values.astype(object)
     return values.astype(object).where(values.isna(), values.astype(str))
 
 
@@ -274,18 +281,19 @@ def finish(frame: pd.DataFrame, spec: PipelineSpec) -> pd.DataFrame:
     """Select the output columns, numeric features as float64 (one dtype whatever the day's data:
     a count with no missing value and a rate with some are stored alike, so every stored day matches
     the model's signature), and sort by (partition_date, entity key), deterministically."""
+    import pandas as pd
+
     key = spec.sources[spec.primary_source].entity_key
-    result = frame[output_columns(spec)]
-    numeric = [c for c in spec.features.numeric if c not in key and result[c].dtype != "float64"]
-    if numeric:
-        result = result.astype({c: "float64" for c in numeric})
-    order = sort_order(result, list(dict.fromkeys([PARTITION_COLUMN, *key])))
-    if order is not None:
-        result = result.take(order)
-    elif result is frame:
-        result = result.copy()
-    result.index = range(len(result))  # a new index, not a copy of every column (reset_index copies)
-    return result
+    columns = output_columns(spec)
+    cast = {c for c in spec.features.numeric if c not in key and frame[c].dtype != "float64"}
+    order = sort_order(frame, list(dict.fromkeys([PARTITION_COLUMN, *key])))
+    # one new frame from its columns (cast and ordered one by one): no intermediate frames, which
+    # cost more than the work itself on the few rows of a scoring request
+    data = {}
+    for column in columns:
+        values = frame[column].astype("float64") if column in cast else frame[column]
+        data[column] = values.array.copy() if order is None else values.array.take(order)
+    return pd.DataFrame(data, index=pd.RangeIndex(len(frame)), copy=False)
 
 
 def sort_order(frame: pd.DataFrame, columns: list[str]):
@@ -340,7 +348,11 @@ def rows_for_days(
 def timestamp_part(values: pd.Series, part: str, timezone: str) -> pd.Series:
     """One part of timestamps (datetimes or ISO strings) in local time of ``timezone``, as float64
     (missing where the time is missing): hour, minute, weekday (Monday 0), month, day_of_year."""
-    local = utc_times(values).dt.tz_convert(timezone)
+    return timestamp_part_of(utc_times(values).dt.tz_convert(timezone), part)
+
+
+def timestamp_part_of(local: pd.Series, part: str) -> pd.Series:
+    """One part of local tz-aware timestamps as float64 (see ``timestamp_part``)."""
     accessor = {"hour": "hour", "minute": "minute", "weekday": "weekday", "month": "month",
                 "day_of_year": "dayofyear"}[part]
     return getattr(local.dt, accessor).astype("float64")

@@ -8,6 +8,9 @@ traffic it served as a daily asset, and the live champion/challenger comparison 
   its features, the champion's score and the challenger's shadow score.
 * ``<name>/live_comparison`` (daily): champion and challenger on that traffic against the day's
   outcomes, with the evaluation gate's paired test; the live promotion sensor (``sensors``) reads it.
+* ``<name>/served_drift_report`` (daily, with a ``monitoring`` section): the drift report's code and
+  per-day ``data_drift`` / ``prediction_drift`` checks on the served traffic; the drift sensor and
+  the alerts sensor watch them like the batch report's.
 """
 
 
@@ -208,7 +211,11 @@ def build_live_comparison_asset(spec: PipelineSpec, partitions_def: dg.Partition
 
 def build_served_drift_asset(spec: PipelineSpec, partitions_def: dg.PartitionsDefinition) -> dg.AssetsDefinition:
     """The drift report of the served traffic: the drift stage's own code on ``served_predictions``
-    (each flight once, its last answer) against the champion's reference."""
+    (each flight once, its last answer) against the champion's reference, with the batch drift
+    report's per-day ``data_drift`` and ``prediction_drift`` checks (``ml_assets.monitoring.checks``),
+    which the drift sensor and the alerts sensor watch."""
+    from ml_assets.monitoring.checks import daily_drift_check_specs
+
     keys = pipeline_keys(spec)
     key_columns = list(spec.sources[spec.primary_source].entity_key)
 
@@ -217,16 +224,18 @@ def build_served_drift_asset(spec: PipelineSpec, partitions_def: dg.PartitionsDe
         group_name=keys.serving_group,
         kinds={"evidently"},
         ins={"served": dg.AssetIn(key=keys.served_predictions), "reference": dg.AssetIn(key=keys.reference)},
+        check_specs=daily_drift_check_specs(keys.served_drift_report, partitions_def),
         partitions_def=partitions_def,
         automation_condition=dg.AutomationCondition.eager(),
         code_version=code_version(SERVING_CODE_VERSION, spec.target, spec.features, spec.serving),
         description=(
             "Daily drift of the served traffic (features the service used and the champion's scores)"
-            " against the reference, with the drift report's methods and thresholds."
+            " against the reference, with the drift report's methods, thresholds and its `data_drift`"
+            " and `prediction_drift` checks (WARN): a failing day alerts and counts for the drift sensor."
         ),
     )
     def _served_drift(context: dg.AssetExecutionContext, served, reference):
-        from ml_assets.monitoring.assets import day_metadata
+        from ml_assets.monitoring.checks import day_metadata, drift_checks
         from ml_assets.monitoring.drift import drift_settings
         from ml_assets.monitoring.reports import drift_by_day
 
@@ -239,7 +248,8 @@ def build_served_drift_asset(spec: PipelineSpec, partitions_def: dg.PartitionsDe
                                report_folder=data_dir() / "reports" / spec.name / "served_drift",
                                log=context.log.warning)
         metadata = day_metadata(reports[0]) if reports else {"days": dg.MetadataValue.int(0)}
-        return dg.MaterializeResult(metadata={**metadata, "served_rows": dg.MetadataValue.int(len(rows))})
+        return dg.MaterializeResult(metadata={**metadata, "served_rows": dg.MetadataValue.int(len(rows))},
+                                    check_results=drift_checks(day, reports[0] if reports else None))
 
     return _served_drift
 

@@ -16,6 +16,9 @@ from __future__ import annotations
 import math
 from typing import Any
 
+#: Requests up to this many rows are predicted on one thread (see ``FastScorer.score``).
+ONE_THREAD_ROWS = 10_000
+
 
 def _missing(value: Any) -> bool:
     """None, NaN, pandas NA or NaT."""
@@ -101,6 +104,9 @@ class FastScorer:
         matrix, unseen = self.matrix(frame)
         if len(matrix) == 0:
             return np.zeros(0), np.zeros(0), unseen
-        scores = self.model.booster.predict(matrix, num_iteration=self.num_iteration)
+        # a request's rows on one thread: LightGBM's OpenMP team costs milliseconds to wake per call
+        # (tens on a busy machine) and a few thousand rows take well under one; same scores
+        threads = {"num_threads": 1} if len(matrix) <= ONE_THREAD_ROWS else {}
+        scores = self.model.booster.predict(matrix, num_iteration=self.num_iteration, **threads)
         labels = scores if self.task == "regression" else (scores >= self.threshold).astype("int64")
         return scores, labels, unseen

@@ -144,3 +144,45 @@ def drift_run_for(instance, pipeline: str):
 
     assert dg.materialize([stand_in_table], instance=instance,
                           tags={TRIGGER_TAG: DRIFT_TRIGGER, PIPELINE_TAG: pipeline}).success
+
+
+# --------------------------------------------------------------------------- the served drift report
+
+
+def report_served_verdict(instance, day: str, data: bool, prediction: bool = False):
+    """The per-day drift metadata a served_drift_report materialization carries."""
+    instance.report_runless_asset_event(dg.AssetMaterialization(
+        asset_key=pipeline_keys("flights").served_drift_report, partition=day,
+        metadata={"data_drift": data, "prediction_drift": prediction, "served_rows": 900,
+                  "drifted_columns": "distance" if data else "none", "share_drifted": 0.14 if data else 0.0},
+    ))
+
+
+def test_a_served_alarm_day_requests_a_retrain_once_per_day(instance, drift_sensor):
+    report_verdict(instance, "2014-01-05", data=True)  # one batch alarm day: not enough on its own
+    report_served_verdict(instance, "2014-01-04", data=False)
+    calm, cursor = tick(drift_sensor, instance)
+    assert isinstance(calm, dg.SkipReason)
+    assert "no served drift alarm among the 7 days up to 2014-01-04" in calm.skip_message
+    assert "1 drift alarm day(s)" in calm.skip_message
+    report_served_verdict(instance, "2014-01-05", data=True)
+    request, cursor = tick(drift_sensor, instance, cursor)
+    assert isinstance(request, dg.RunRequest)
+    assert request.run_key == "drift-retrain:flights:served:2014-01-05"
+    assert request.run_config == {"ops": {"flights__training_set": {"config": {"mode": "rolling", "end": "2014-01-05"}}}}
+    assert request.tags[TRIGGER_TAG] == DRIFT_TRIGGER
+    assert request.tags[REASON_TAG] == ("served drift alarm in flights/served_drift_report:"
+                                        " 2014-01-05: data drift (distance)")
+    again, cursor = tick(drift_sensor, instance, cursor)  # same evidence: the same key (Dagster runs it once)
+    assert isinstance(again, dg.RunRequest) and again.run_key == request.run_key
+    report_served_verdict(instance, "2014-01-06", data=False, prediction=True)
+    next_day, cursor = tick(drift_sensor, instance, cursor)
+    assert next_day.run_key == "drift-retrain:flights:served:2014-01-06"
+    assert "prediction drift" in next_day.tags[REASON_TAG]
+    state = json.loads(cursor)
+    assert sorted(state["served_days"]) == ["2014-01-04", "2014-01-05", "2014-01-06"]
+    assert sorted(state["days"]) == ["2014-01-05"]
+    drift_run(instance)  # the cooldown holds served requests back too
+    cooling, _ = tick(drift_sensor, instance, cursor)
+    assert isinstance(cooling, dg.SkipReason) and "cooling down" in cooling.skip_message
+    assert "served drift alarm" in cooling.skip_message

@@ -223,7 +223,7 @@ def test_served_predictions_hold_the_traffic_with_the_shadow_challenger(serving,
     assert client.post("/predict", json={"rows": as_rows(raw_day(flights_csv_path).iloc[:5])}).status_code == 200
     app.state.traffic.flush()
     asset = build_served_predictions_asset(project.spec, daily_partitions(project.spec))
-    store = serving["tmp"] / "assets"
+    store = assets_store(serving)
     result = dg.materialize(
         [asset], partition_key=DAY, instance=project.instance,
         resources={"parquet_io_manager": PartitionedParquetIOManager(base_dir=str(store))},
@@ -242,22 +242,112 @@ def test_served_predictions_hold_the_traffic_with_the_shadow_challenger(serving,
     np.testing.assert_allclose(with_challenger["challenger_score"], with_challenger["delayed_score"])
     assert {"carrier_delay_rate_28d", "precip_sum_12h", "delayed_score", "model_version"} <= set(served.columns)
     # the served traffic feeds drift monitoring: the drift code on it against the champion's reference
-    from ml_assets.serving.assets import build_served_drift_asset
-
-    drift = build_served_drift_asset(project.spec, daily_partitions(project.spec))
-    (store / "flights" / "training_set.parquet").symlink_to(project.store / "flights" / "training_set.parquet")
-    # the reference's data-drift part reads every row of the training window from the features
-    (store / "flights" / "features").symlink_to(project.store / "flights" / "features")
-    resources = {**project.resources, "parquet_io_manager": PartitionedParquetIOManager(base_dir=str(store))}
-    assets = [*project.assets, asset, drift]
-    assert dg.materialize(assets, selection=[project.keys.reference], instance=project.instance,
-                          resources=resources).success
+    assets, resources = served_drift_project(serving)
     result = dg.materialize(assets, selection=[project.keys.served_drift_report], partition_key=DAY,
                             instance=project.instance, resources=resources)
     assert result.success
     md = metadata_of(result, "flights__served_drift_report")
     assert md["served_rows"] == served.drop_duplicates(["carrier", "flight", "origin"]).shape[0]
     assert md["rows"] == md["served_rows"] and isinstance(md["data_drift"], bool) and md["prediction_score"] >= 0
+
+
+def assets_store(serving):
+    """This module's asset store: served predictions and the reference, next to the shared project's
+    training set and features (the reference reads every row of the training window)."""
+    project = serving["project"]
+    store = serving["tmp"] / "assets"
+    (store / "flights").mkdir(parents=True, exist_ok=True)
+    for name in ("training_set.parquet", "features"):
+        if not (store / "flights" / name).exists():
+            (store / "flights" / name).symlink_to(project.store / "flights" / name)
+    return store
+
+
+def served_drift_project(serving):
+    """The shared project's assets with served_predictions and served_drift_report on this module's
+    store, and the champion's reference (built once in the shared instance)."""
+    from ml_assets.ingest.assets import daily_partitions
+    from ml_assets.serving.assets import build_served_drift_asset, build_served_predictions_asset
+    from resources.parquet_io import PartitionedParquetIOManager
+
+    project = serving["project"]
+    partitions_def = daily_partitions(project.spec)
+    assets = [*project.assets, build_served_predictions_asset(project.spec, partitions_def),
+              build_served_drift_asset(project.spec, partitions_def)]
+    resources = {**project.resources,
+                 "parquet_io_manager": PartitionedParquetIOManager(base_dir=str(assets_store(serving)))}
+    if project.instance.get_latest_materialization_event(project.keys.reference) is None:
+        assert dg.materialize(assets, selection=[project.keys.reference], instance=project.instance,
+                              resources=resources).success
+    return assets, resources
+
+
+ORDINARY_DAY, SHIFTED_DAY = "2013-03-13", "2013-03-14"  # dry days (DAY rained all day: precip drifts)
+
+
+@pytest.mark.slow
+def test_a_served_day_with_a_shifted_input_fails_its_drift_checks_retrains_and_alerts(
+    serving, flights_csv_path, receiver
+):
+    """Real traffic: every flight of ORDINARY_DAY as it is, every flight of SHIFTED_DAY with its
+    distance doubled by the caller. The served drift report's data_drift check passes on ORDINARY_DAY
+    and fails on SHIFTED_DAY;
+    the drift sensor requests a rolling retrain for that day once, and the alerts sensor's tick
+    sends an alert naming the served report to a real HTTP receiver on loopback."""
+    from ml_assets.ingest.assets import daily_partitions
+    from ml_assets.keys import DATA_DRIFT_CHECK, PREDICTION_DRIFT_CHECK, REASON_TAG
+    from ml_assets.serving.assets import build_online_features_asset
+    from resources.notifier import Notifier
+    from resources.online_store import OnlineFeatureStore
+    from resources.parquet_io import PartitionedParquetIOManager
+    from sensors.alerts import evaluate_alerts
+    from sensors.drift import build_drift_sensor
+    from tests.conftest import sensor_tick
+
+    project, client, app = serving["project"], serving["client"], serving["app"]
+    # the two days' online features next to DAY's (the store keeps 3 days)
+    online = build_online_features_asset(project.spec, daily_partitions(project.spec))
+    for day in (ORDINARY_DAY, SHIFTED_DAY):
+        assert dg.materialize([*project.assets, online], selection=[project.keys.online_features],
+                              partition_key=day, instance=project.instance, resources={
+                                  "parquet_io_manager": PartitionedParquetIOManager(base_dir=str(project.store)),
+                                  "online_store": OnlineFeatureStore(sqlite_path=str(serving["tmp"] / "online.sqlite")),
+                                  "data_source": project.resources["data_source"], "tracking": project.tracking}).success
+    shifted = raw_day(flights_csv_path, SHIFTED_DAY)
+    for rows in (raw_day(flights_csv_path, ORDINARY_DAY), shifted.assign(distance=shifted["distance"] * 2)):
+        assert client.post("/predict", json={"rows": as_rows(rows)}).status_code == 200
+    app.state.traffic.flush()
+    assets, resources = served_drift_project(serving)
+    traffic = {"ops": {"flights__served_predictions": {"config": {
+        "traffic_path": str(serving["settings"].traffic_path)}}}}
+    checks = {}
+    for day in (ORDINARY_DAY, SHIFTED_DAY):
+        assert dg.materialize(assets, selection=[project.keys.served_predictions], partition_key=day,
+                              instance=project.instance, resources=resources, run_config=traffic).success
+        result = dg.materialize(assets, selection=[project.keys.served_drift_report], partition_key=day,
+                                instance=project.instance, resources=resources)
+        checks[day] = {e.check_name: e for e in result.get_asset_check_evaluations()}
+        assert {e.partition for e in checks[day].values()} == {day}
+    assert checks[ORDINARY_DAY][DATA_DRIFT_CHECK].passed, checks[ORDINARY_DAY][DATA_DRIFT_CHECK].description
+    failed = checks[SHIFTED_DAY][DATA_DRIFT_CHECK]
+    assert not failed.passed and failed.severity == dg.AssetCheckSeverity.WARN
+    assert "distance" in failed.metadata["drifted_columns"].value.split(", ")
+
+    request, _ = sensor_tick(build_drift_sensor(project.spec), project.instance)
+    assert isinstance(request, dg.RunRequest), request
+    assert request.run_key == f"drift-retrain:flights:served:{SHIFTED_DAY}"
+    assert request.run_config["ops"]["flights__training_set"]["config"] == {"mode": "rolling", "end": SHIFTED_DAY}
+    assert request.tags[REASON_TAG].startswith(
+        f"served drift alarm in flights/served_drift_report: {SHIFTED_DAY}: data drift (")
+
+    served_checks = [dg.AssetCheckKey(project.keys.served_drift_report, c)
+                     for c in (DATA_DRIFT_CHECK, PREDICTION_DRIFT_CHECK)]
+    _, alerts, deliveries = evaluate_alerts(project.instance, served_checks, Notifier(urls=receiver.url()), None)
+    assert deliveries and all(d["delivered"] for d in deliveries)
+    titles = [r["json"]["title"] for r in receiver.requests]
+    assert (f"Warning check data_drift on flights/served_drift_report failed (partition {SHIFTED_DAY})"
+            in titles), titles
+    assert f"Warning check data_drift on flights/served_drift_report failed (partition {ORDINARY_DAY})" not in titles
 
 
 def served_frame(feature_store, day: str, champion_scores=None) -> pd.DataFrame:
