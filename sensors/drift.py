@@ -10,9 +10,9 @@ the same evidence never launches twice; the reason is in the run tags. Otherwise
 says why. The evaluation gate of the training job then decides whether the new model is promoted.
 
 It also reads ``<name>/served_drift_report`` (the same checks on the traffic the scoring service
-scored): a served day whose ``data_drift`` or ``prediction_drift`` check failed requests the same
-rolling retrain (ending on that day) on its own, once per day (run key
-``drift-retrain:<name>:served:<day>``), within the same cooldown and weekly budget.
+scored) under the same rule: ``failures`` served alarm days among the last ``within_days`` request the
+same rolling retrain (run key ``drift-retrain:<name>:served:<alarm days>``), within the same cooldown
+and weekly budget.
 
 A pipeline without partitions has one drift report of its whole table instead of days: its sensor
 (``build_table_drift_sensor``) retrains when the newest report alarms.
@@ -150,42 +150,26 @@ def alarm_details(days: dict[str, dict], alarms: list[str]) -> str:
     )
 
 
-def batch_request(spec: PipelineSpec, days: dict[str, dict]) -> dg.RunRequest | str:
-    """The rolling retrain the batch drift report's verdicts ask for (``failures`` alarm days among
-    the last ``within_days``; the run key names the alarm days), or why not."""
-    retrain, drift_key = spec.monitoring.retrain, pipeline_keys(spec).drift_report
+def drift_request(spec: PipelineSpec, days: dict[str, dict], served: bool = False) -> dg.RunRequest | str:
+    """The rolling retrain a drift report's per-day verdicts ask for (``failures`` alarm days among
+    the last ``within_days``; the run key names the alarm days), or why not. ``served`` reads the
+    served traffic's report (``served_drift_report``) under the same rule, with its own run keys."""
+    retrain, keys = spec.monitoring.retrain, pipeline_keys(spec)
+    report = (keys.served_drift_report if served else keys.drift_report).to_user_string()
+    label = f"served drift alarm day(s) of {report}" if served else "drift alarm day(s)"
     if not days:
-        return f"no drift reports of {drift_key.to_user_string()} yet"
+        return f"no {'served ' if served else ''}drift reports of {report} yet"
     newest = max(days)
     alarms = alarm_days(days, newest, retrain.within_days)
     if len(alarms) < retrain.failures:
-        return (f"{len(alarms)} drift alarm day(s) among the {retrain.within_days} days up to {newest}"
+        return (f"{len(alarms)} {label} among the {retrain.within_days} days up to {newest}"
                 f" ({', '.join(alarms) or 'none'}); {retrain.failures} needed to retrain")
-    reason = (f"{len(alarms)} drift alarm days among the {retrain.within_days} days up to {newest}:"
+    label = label if served else "drift alarm days"
+    reason = (f"{len(alarms)} {label} among the {retrain.within_days} days up to {newest}:"
               f" {alarm_details(days, alarms)}")
     return dg.RunRequest(
-        run_key=f"drift-retrain:{spec.name}:{','.join(alarms)}",
+        run_key=f"drift-retrain:{spec.name}:{'served:' if served else ''}{','.join(alarms)}",
         run_config=rolling_run_config(spec, end=newest),
-        tags={TRIGGER_TAG: DRIFT_TRIGGER, PIPELINE_TAG: spec.name, REASON_TAG: reason[:4000]},
-    )
-
-
-def served_request(spec: PipelineSpec, days: dict[str, dict]) -> dg.RunRequest | str:
-    """The rolling retrain the served drift report asks for, or why not: the traffic the service
-    actually scored drifted, so one alarm day is enough. The newest alarm day among the last
-    ``within_days`` (up to the newest served day) is requested once: its run key names that day."""
-    retrain, served_key = spec.monitoring.retrain, pipeline_keys(spec).served_drift_report
-    if not days:
-        return f"no served drift reports of {served_key.to_user_string()} yet"
-    newest = max(days)
-    alarms = alarm_days(days, newest, retrain.within_days)
-    if not alarms:
-        return f"no served drift alarm among the {retrain.within_days} days up to {newest}"
-    day = alarms[-1]
-    reason = f"served drift alarm in {served_key.to_user_string()}: {alarm_details(days, [day])}"
-    return dg.RunRequest(
-        run_key=f"drift-retrain:{spec.name}:served:{day}",
-        run_config=rolling_run_config(spec, end=day),
         tags={TRIGGER_TAG: DRIFT_TRIGGER, PIPELINE_TAG: spec.name, REASON_TAG: reason[:4000]},
     )
 
@@ -205,7 +189,7 @@ def build_drift_sensor(spec: PipelineSpec) -> dg.SensorDefinition:
         description=(
             f"Launches {job_name} on the rolling windows when at least {retrain.failures} of the last"
             f" {retrain.within_days} days of {drift_key.to_user_string()} alarm (data or prediction drift),"
-            f" or when a day of {served_key.to_user_string()} (the served traffic) alarms (once per day);"
+            f" or as many of {served_key.to_user_string()} (the traffic the service scored) do;"
             f" cooldown {retrain.cooldown_hours:g} h, at most {retrain.max_per_week} drift retrains per 7 days."
         ),
     )
@@ -215,7 +199,7 @@ def build_drift_sensor(spec: PipelineSpec) -> dg.SensorDefinition:
             state[position], verdicts = _verdicts(context.instance, key, state[position])
             state[days] = keep_recent({**state[days], **verdicts})
         context.update_cursor(json.dumps(state, sort_keys=True))
-        decisions = [batch_request(spec, state["days"]), served_request(spec, state["served_days"])]
+        decisions = [drift_request(spec, state["days"]), drift_request(spec, state["served_days"], served=True)]
         requests = [d for d in decisions if isinstance(d, dg.RunRequest)]
         if not requests:
             return dg.SkipReason("; ".join(decisions))

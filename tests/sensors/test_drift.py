@@ -158,31 +158,33 @@ def report_served_verdict(instance, day: str, data: bool, prediction: bool = Fal
     ))
 
 
-def test_a_served_alarm_day_requests_a_retrain_once_per_day(instance, drift_sensor):
+def test_served_alarm_days_request_a_retrain_under_the_batch_rule(instance, drift_sensor):
+    """The served report counts its own alarm days with the same rule (3 of the last 7 in the YAML):
+    two served days and one batch day are not three of either."""
     report_verdict(instance, "2014-01-05", data=True)  # one batch alarm day: not enough on its own
-    report_served_verdict(instance, "2014-01-04", data=False)
+    report_served_verdict(instance, "2014-01-03", data=False)
+    for day in ("2014-01-04", "2014-01-05"):
+        report_served_verdict(instance, day, data=True)
     calm, cursor = tick(drift_sensor, instance)
     assert isinstance(calm, dg.SkipReason)
-    assert "no served drift alarm among the 7 days up to 2014-01-04" in calm.skip_message
-    assert "1 drift alarm day(s)" in calm.skip_message
-    report_served_verdict(instance, "2014-01-05", data=True)
+    assert ("2 served drift alarm day(s) of flights/served_drift_report among the 7 days up to 2014-01-05"
+            " (2014-01-04, 2014-01-05); 3 needed to retrain") in calm.skip_message
+    assert "1 drift alarm day(s) among the 7 days up to 2014-01-05 (2014-01-05)" in calm.skip_message
+    report_served_verdict(instance, "2014-01-06", data=False, prediction=True)
     request, cursor = tick(drift_sensor, instance, cursor)
     assert isinstance(request, dg.RunRequest)
-    assert request.run_key == "drift-retrain:flights:served:2014-01-05"
-    assert request.run_config == {"ops": {"flights__training_set": {"config": {"mode": "rolling", "end": "2014-01-05"}}}}
+    assert request.run_key == "drift-retrain:flights:served:2014-01-04,2014-01-05,2014-01-06"
+    assert request.run_config == {"ops": {"flights__training_set": {"config": {"mode": "rolling", "end": "2014-01-06"}}}}
     assert request.tags[TRIGGER_TAG] == DRIFT_TRIGGER
-    assert request.tags[REASON_TAG] == ("served drift alarm in flights/served_drift_report:"
-                                        " 2014-01-05: data drift (distance)")
+    assert request.tags[REASON_TAG] == (
+        "3 served drift alarm day(s) of flights/served_drift_report among the 7 days up to 2014-01-06:"
+        " 2014-01-04: data drift (distance); 2014-01-05: data drift (distance); 2014-01-06: prediction drift")
     again, cursor = tick(drift_sensor, instance, cursor)  # same evidence: the same key (Dagster runs it once)
     assert isinstance(again, dg.RunRequest) and again.run_key == request.run_key
-    report_served_verdict(instance, "2014-01-06", data=False, prediction=True)
-    next_day, cursor = tick(drift_sensor, instance, cursor)
-    assert next_day.run_key == "drift-retrain:flights:served:2014-01-06"
-    assert "prediction drift" in next_day.tags[REASON_TAG]
     state = json.loads(cursor)
-    assert sorted(state["served_days"]) == ["2014-01-04", "2014-01-05", "2014-01-06"]
+    assert sorted(state["served_days"]) == ["2014-01-03", "2014-01-04", "2014-01-05", "2014-01-06"]
     assert sorted(state["days"]) == ["2014-01-05"]
     drift_run(instance)  # the cooldown holds served requests back too
     cooling, _ = tick(drift_sensor, instance, cursor)
     assert isinstance(cooling, dg.SkipReason) and "cooling down" in cooling.skip_message
-    assert "served drift alarm" in cooling.skip_message
+    assert "served drift alarm day(s)" in cooling.skip_message

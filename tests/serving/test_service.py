@@ -292,7 +292,7 @@ def test_a_served_day_with_a_shifted_input_fails_its_drift_checks_retrains_and_a
     """Real traffic: every flight of ORDINARY_DAY as it is, every flight of SHIFTED_DAY with its
     distance doubled by the caller. The served drift report's data_drift check passes on ORDINARY_DAY
     and fails on SHIFTED_DAY;
-    the drift sensor requests a rolling retrain for that day once, and the alerts sensor's tick
+    the drift sensor (asked to retrain on one alarm day) requests a rolling retrain for that day, and the alerts sensor's tick
     sends an alert naming the served report to a real HTTP receiver on loopback."""
     from ml_assets.ingest.assets import daily_partitions
     from ml_assets.keys import DATA_DRIFT_CHECK, PREDICTION_DRIFT_CHECK, REASON_TAG
@@ -333,12 +333,21 @@ def test_a_served_day_with_a_shifted_input_fails_its_drift_checks_retrains_and_a
     assert not failed.passed and failed.severity == dg.AssetCheckSeverity.WARN
     assert "distance" in failed.metadata["drifted_columns"].value.split(", ")
 
-    request, _ = sensor_tick(build_drift_sensor(project.spec), project.instance)
+    # one alarm day retrains a pipeline whose YAML asks for one (flights asks for 3 of 7 days)
+    retrain = project.spec.monitoring.retrain.model_copy(update={"failures": 1})
+    one_day = project.spec.model_copy(update={"monitoring": project.spec.monitoring.model_copy(update={"retrain": retrain})})
+    request, _ = sensor_tick(build_drift_sensor(one_day), project.instance)
     assert isinstance(request, dg.RunRequest), request
-    assert request.run_key == f"drift-retrain:flights:served:{SHIFTED_DAY}"
+    # the alarm days in the key: SHIFTED_DAY, never ORDINARY_DAY (DAY too when the module served it:
+    # it rained, precip drifts)
+    prefix, _, alarm_days = request.run_key.rpartition(":")
+    assert prefix == "drift-retrain:flights:served"
+    assert SHIFTED_DAY in alarm_days.split(",") and ORDINARY_DAY not in alarm_days.split(",")
     assert request.run_config["ops"]["flights__training_set"]["config"] == {"mode": "rolling", "end": SHIFTED_DAY}
     assert request.tags[REASON_TAG].startswith(
-        f"served drift alarm in flights/served_drift_report: {SHIFTED_DAY}: data drift (")
+        f"{len(alarm_days.split(','))} served drift alarm day(s) of flights/served_drift_report among the 7 days"
+        f" up to {SHIFTED_DAY}:")
+    assert f"{SHIFTED_DAY}: data drift (" in request.tags[REASON_TAG]
 
     served_checks = [dg.AssetCheckKey(project.keys.served_drift_report, c)
                      for c in (DATA_DRIFT_CHECK, PREDICTION_DRIFT_CHECK)]
