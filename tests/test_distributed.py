@@ -125,6 +125,10 @@ def test_ingest_and_features_run_on_two_celery_workers_and_a_wrong_tracking_uri_
                PYTHONUNBUFFERED="1",
                # `dagster-celery worker start` runs `celery` from PATH: the virtualenv's bin first
                PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}")
+    # the instance's tables first, as the README says: two workers starting together on an empty
+    # database would both create them (alembic_version already exists)
+    with dg.DagsterInstance.from_config(str(home)):
+        pass
     logs = {name: tmp_path / f"{name}.log" for name in ("worker1", "worker2")}
     workers = {}
     try:
