@@ -16,12 +16,7 @@ import datetime as dt
 from collections.abc import Callable, Iterator
 from typing import Any
 
-
-def chunks_of(keys: list[str], chunk_days: int) -> list[list[str]]:
-    """``keys`` cut into consecutive runs of at most ``chunk_days`` keys."""
-    if chunk_days < 1:
-        raise ValueError(f"chunk_days must be at least 1, got {chunk_days}")
-    return [keys[first:first + chunk_days] for first in range(0, len(keys), chunk_days)]
+from ml_assets.ingest.chunks import chunks_of
 
 
 def needed_keys(stored_keys: tuple, chunk: list[str], earlier: int) -> list[str]:

@@ -225,8 +225,7 @@ def raw_in_chunks(context: dg.AssetExecutionContext, data_source: DataSourceReso
     any day fails. Yields the output (or not) and each day's check results."""
     import tempfile
 
-    from ml_assets.features.chunks import chunks_of
-    from ml_assets.ingest.chunks import SpilledRange
+    from ml_assets.ingest.chunks import SpilledRange, chunks_of
     from ml_assets.ingest.sources import read_source
     from ml_assets.ingest.validation import format_failures, validate_frame
 

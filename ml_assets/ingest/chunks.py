@@ -22,6 +22,13 @@ if TYPE_CHECKING:
     import pandas as pd
 
 
+def chunks_of(keys: list[str], chunk_days: int) -> list[list[str]]:
+    """``keys`` cut into consecutive runs of at most ``chunk_days`` keys."""
+    if chunk_days < 1:
+        raise ValueError(f"chunk_days must be at least 1, got {chunk_days}")
+    return [keys[first:first + chunk_days] for first in range(0, len(keys), chunk_days)]
+
+
 class SpilledRange:
     """The rows of one source over ``chunks`` (lists of consecutive day keys), spilled by chunk under
     ``folder`` as they are read (``add``); the local day of ``time_column`` in ``timezone`` says
