@@ -46,7 +46,7 @@ def stage_commands() -> dict[str, list[str]]:
     }
 
 
-def run_scale(times: int, workdir: Path) -> dict[str, dict[str, float]]:
+def run_scale(times: int, workdir: Path, stages: list[str] | None = None) -> dict[str, dict[str, float]]:
     sys.path.insert(0, str(REPO_ROOT / "bench"))
     from make_scaled_flights import make
 
@@ -63,6 +63,8 @@ def run_scale(times: int, workdir: Path) -> dict[str, dict[str, float]]:
     (workdir / "mlflow").mkdir()
     results: dict[str, dict[str, float]] = {"rows": {"flights": rows}}
     for name, cmd in stage_commands().items():
+        if stages and name not in stages:
+            continue
         print(f"  x{times} {name} ...", flush=True)
         load_before = os.getloadavg()[0]
         results[name] = measure(cmd, env, workdir / f"{name}.log", max_rss_mib=MAX_RSS_MIB)
@@ -79,13 +81,15 @@ def main() -> None:
     parser.add_argument("--full-main-at", type=int, default=0, help="also run every stage at this scale")
     parser.add_argument("--workdir", default=None, help="where the data of each scale goes (default: a temp folder)")
     parser.add_argument("--out", default="scale.json", help="file name under bench/results")
+    parser.add_argument("--stages", nargs="+", choices=list(stage_commands()), default=None,
+                        help="run only these stages (in the job's order; a later stage needs the earlier ones)")
     args = parser.parse_args()
     base = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="bench_scale_"))
     summary: dict = {"scales": {}, "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]}}
     for times in args.scales:
         workdir = base / f"x{times}"
         workdir.mkdir(parents=True)
-        summary["scales"][str(times)] = run_scale(times, workdir)
+        summary["scales"][str(times)] = run_scale(times, workdir, args.stages)
         shutil.rmtree(workdir / "data", ignore_errors=True)
     if args.full_main_at:
         workdir = base / f"x{args.full_main_at}"
@@ -99,7 +103,7 @@ def main() -> None:
     (out / args.out).write_text(json.dumps(summary, indent=2))
     scales = [str(s) for s in args.scales]
     print(f"\n{'stage':12s}" + "".join(f"{'x' + s + ' wall s':>14s}{'x' + s + ' MiB':>12s}" for s in scales))
-    for name in stage_commands():
+    for name in args.stages or stage_commands():
         cells = "".join(f"{summary['scales'][s][name]['wall_s']:14.1f}{summary['scales'][s][name]['peak_rss_mib']:12.0f}"
                         for s in scales)
         print(f"{name:12s}{cells}")

@@ -117,18 +117,26 @@ def partition_metadata(
     (``context.add_asset_metadata(partition_key=...)``), ``summary()`` once, as ``run_summary`` on the
     last partition, and returns ``{}``: output metadata would be repeated on every partition.
     """
-    import numpy as np
-
     if keys is None or len(keys) == 1 or days is None:
         return describe(slice(None))
+    add_partition_metadata(context, keys, days, describe)
+    if summary is not None:
+        add_run_summary(context, keys, summary())
+    return {}
+
+
+def add_partition_metadata(context: dg.AssetExecutionContext, keys: list[str], days,
+                           describe: Callable[[Any], dict[str, Any]]) -> None:
+    """``describe(rows)`` of each of ``keys`` (``rows``: the positions whose ``days`` value is that
+    key) attached to that partition: the per-day part of ``partition_metadata``, also called once
+    per chunk of a range run that streams its output."""
+    import numpy as np
+
     positions = {day: np.asarray(index) for day, index in
                  _group_positions(np.asarray(days.astype(str))).items()}
     empty = np.arange(0)
     for day in keys:
         context.add_asset_metadata(describe(positions.get(day, empty)), partition_key=day)
-    if summary is not None:
-        add_run_summary(context, keys, summary())
-    return {}
 
 
 def add_run_summary(context: dg.AssetExecutionContext, keys: list[str], figures: dict[str, Any]) -> None:

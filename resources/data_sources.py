@@ -13,6 +13,7 @@ read leaves every stored partition as it was.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -84,14 +85,16 @@ class DataSourceResource(dg.ConfigurableResource):
         time_column: str | None = None,
         timezone: str = "UTC",
         window: Window | None = None,
+        sink: Callable[[pd.DataFrame], None] | None = None,
     ) -> pd.DataFrame:
         """Rows of a ``csv``/``json``/``parquet`` file whose ``time_column`` falls in ``window``
-        (all rows if None). ``label`` names the source in every error."""
+        (all rows if None). ``label`` names the source in every error. With ``sink``, each chunk of
+        rows read goes to ``sink`` instead and an empty frame of the columns is returned."""
         path = self.resolve(path)
         if not path.exists():
             raise SourceReadError(f"{label}: file {path} does not exist")
         chunks = self._file_chunks(kind, path, label, read_options or {})
-        return self._collect(chunks, label, time_column, timezone, window)
+        return self._collect(chunks, label, time_column, timezone, window, sink)
 
     def read_sql(
         self,
@@ -102,11 +105,13 @@ class DataSourceResource(dg.ConfigurableResource):
         time_column: str | None = None,
         timezone: str = "UTC",
         window: Window | None = None,
+        sink: Callable[[pd.DataFrame], None] | None = None,
     ) -> pd.DataFrame:
         """Rows of a SQL query (``:start`` / ``:end`` bind the window when the query uses them,
-        otherwise rows are filtered on ``time_column``); the URL comes from ``$connection_env``."""
+        otherwise rows are filtered on ``time_column``); the URL comes from ``$connection_env``.
+        ``sink`` as in ``read_file``."""
         chunks = self._sql_chunks(query, connection_env, label, window)
-        return self._collect(chunks, label, time_column, timezone, window)
+        return self._collect(chunks, label, time_column, timezone, window, sink)
 
     # -- reading -----------------------------------------------------------------------------
 
@@ -183,7 +188,8 @@ class DataSourceResource(dg.ConfigurableResource):
         finally:
             engine.dispose()
 
-    def _collect(self, chunks, label: str, time_column: str | None, timezone: str, window: Window | None):
+    def _collect(self, chunks, label: str, time_column: str | None, timezone: str, window: Window | None,
+                 sink: Callable[[pd.DataFrame], None] | None = None):
         import pandas as pd
 
         kept: list[pd.DataFrame] = []
@@ -205,9 +211,16 @@ class DataSourceResource(dg.ConfigurableResource):
                     ) from exc
                 mask = (times >= window.start) & (times < window.end)
                 chunk = chunk.loc[mask.to_numpy()]
+            if sink is not None:  # streamed on: only the columns (an empty first chunk) are kept
+                if not kept:
+                    kept.append(chunk.iloc[0:0])
+                sink(chunk)
+                continue
             kept.append(chunk)
         if columns is None:
             raise SourceReadError(f"{label}: returned no columns (rule: a source needs a header)")
+        if sink is not None:
+            return kept[0].reset_index(drop=True)
         non_empty = [c for c in kept if len(c)]
         if not non_empty:
             return kept[0].iloc[0:0].reset_index(drop=True)

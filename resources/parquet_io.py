@@ -40,6 +40,7 @@ from __future__ import annotations
 import io
 import os
 from pathlib import Path
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import dagster as dg
@@ -48,14 +49,18 @@ from pydantic import Field
 from resources.staged_writes import (  # noqa: F401 - the journal, re-exported where it always was
     STAGED_PREFIX,
     atomic_write_text,
+    commit_staged,
+    discard_staged,
     prev_path,
     settle_all_staged_writes,
     settle_staged_writes,
+    stage_part,
     staged_write,
 )
 from resources.storage import (
     content_hash,
     describe,
+    ensure_folder,
     is_local,
     put_atomic,
     root_path,
@@ -248,15 +253,18 @@ class PartitionedParquetIOManager(dg.ConfigurableIOManager):
             return folder.with_name(folder.name + ".parquet")
         return folder / f"{partition_key}.parquet"
 
-    def handle_output(self, context: dg.OutputContext, obj: pd.DataFrame | None) -> None:
+    def handle_output(self, context: dg.OutputContext, obj: pd.DataFrame | Iterator[pd.DataFrame] | None) -> None:
         if obj is None:
+            return
+        if isinstance(obj, Iterator):  # a range output in chunks of days: staged chunk by chunk
+            self.write_chunks(context, obj)
             return
         key = context.asset_key
         if not context.has_asset_partitions:
             path = self.path_for(key)
             data = to_parquet_bytes(obj)
             put_atomic(path, data)
-            self.record(context, {None: (path, data)})
+            self.record(context, {None: (path, content_hash(data))})
             return
         partition_keys = list(context.asset_partition_keys)
         days = _partition_days(obj, context.definition_metadata or {})
@@ -269,18 +277,9 @@ class PartitionedParquetIOManager(dg.ConfigurableIOManager):
                 )
             self.write_partitions(context, {partition_keys[0]: obj})
             return
-        unexpected = sorted(set(days.unique()) - set(partition_keys))
-        if unexpected:
-            raise ValueError(
-                f"asset {key.to_user_string()}: output has rows for {unexpected[:5]}, outside the"
-                f" partitions being written ({partition_keys[0]} .. {partition_keys[-1]})"
-            )
-        groups = {day: index for day, index in obj.groupby(days.to_numpy(), sort=False).groups.items()}
+        by_day = self.split_by_day(context, obj, partition_keys)
         empty = obj.iloc[0:0]
-        parts = {}
-        for partition_key in partition_keys:
-            index = groups.get(partition_key)
-            parts[partition_key] = obj.loc[index].reset_index(drop=True) if index is not None else empty
+        parts = {pk: by_day.get(pk, empty) for pk in partition_keys}
         self.write_partitions(context, parts)
         context.log.debug(
             f"wrote {len(partition_keys)} partition file(s) of {key.to_user_string()} under {describe(self.root())}"
@@ -298,29 +297,117 @@ class PartitionedParquetIOManager(dg.ConfigurableIOManager):
                 put_atomic(paths[pk], payload)
             return
         try:
-            if folder.exists():
-                for day, outcome in settle_staged_writes(folder, instance, key, skip_run=context.run_id).items():
-                    if outcome.startswith(("restored", "removed")):
-                        context.log.warning(f"{key.to_user_string()} {day}: {outcome}")
+            self.settle_before_write(context, folder, instance)
             staged_write(data, paths, context.run_id)
         except OSError as exc:
-            raise StoredPartitionError(
-                f"{key.to_user_string()}: could not write partition(s) {_span(list(parts))} under {describe(folder)}"
-                f" ({os.strerror(exc.errno) if exc.errno else exc}). Nothing stored was changed: the previous files are intact and"
-                " no temp file is left. Free space or make the folder writable, then rerun:"
-                f" {repair_command(key, list(parts))}",
-                folder=dg.MetadataValue.path(describe(folder)),
-            ) from exc
-        self.record(context, {pk: (paths[pk], data[pk]) for pk in parts})
+            raise self.write_error(key, list(parts), folder, exc) from exc
+        self.record(context, {pk: (paths[pk], content_hash(data[pk])) for pk in parts})
 
-    def record(self, context: dg.OutputContext, stored: dict[str | None, tuple[Any, bytes]]) -> None:
-        """Record each stored object's content hash (and where it is) in its partition's
-        materialization; a one-partition or unpartitioned output also gets it as its data version."""
+    def write_chunks(self, context: dg.OutputContext, chunks: Iterator[pd.DataFrame]) -> None:
+        """Staged write of a range output that arrives as an iterator of frames (chunks of days): each
+        chunk is split by day, every day serialized to its temp file (kept in memory only on an
+        object store, as compressed Parquet) and released before the next chunk is asked for; the
+        journal and the renames come after the last chunk. If the iterator fails (a chunk's feature
+        function, a bad row), the temp files are removed and no stored partition changes."""
+        key = context.asset_key
+        if not context.has_asset_partitions:
+            raise ValueError(f"asset {key.to_user_string()}: an output in chunks needs a partitioned asset")
+        partition_keys = list(context.asset_partition_keys)
+        paths = {pk: self.path_for(key, pk) for pk in partition_keys}
+        folder = paths[partition_keys[0]].parent
+        instance = _instance_of(context)
+        staged: dict[str, Any] = {}
+        payloads: dict[str, bytes] = {}  # object stores only (no temp objects)
+        hashes: dict[str, str] = {}
+        empty, count = None, 0
+
+        def stage(pk: str, frame: pd.DataFrame) -> None:
+            data = to_parquet_bytes(frame)
+            hashes[pk] = content_hash(data)
+            if instance is None:  # outside a run: nothing to record, written at once
+                put_atomic(paths[pk], data)
+                staged[pk] = None
+                return
+            staged[pk] = stage_part(paths[pk], data)
+            if staged[pk] is None:
+                payloads[pk] = data
+
+        try:
+            ensure_folder(folder)
+            if instance is not None:
+                self.settle_before_write(context, folder, instance)
+            for chunk in chunks:
+                count += 1
+                for pk, part in self.split_by_day(context, chunk, partition_keys).items():
+                    if pk in staged:
+                        raise ValueError(f"asset {key.to_user_string()}: rows of partition {pk} arrived in two chunks")
+                    stage(pk, part)
+                empty = chunk.iloc[0:0] if empty is None else empty
+                del chunk
+            if empty is None:
+                raise ValueError(f"asset {key.to_user_string()}: the output iterator gave no chunk")
+            for pk in partition_keys:
+                if pk not in staged:
+                    stage(pk, empty)
+            if instance is None:
+                return
+            staged = {pk: staged[pk] for pk in partition_keys}
+            commit_staged(staged, paths, context.run_id, payloads)
+        except OSError as exc:
+            discard_staged(staged)
+            raise self.write_error(key, partition_keys, folder, exc) from exc
+        except BaseException:
+            discard_staged(staged)
+            raise
+        self.record(context, {pk: (paths[pk], hashes[pk]) for pk in partition_keys})
+        context.log.debug(f"wrote {len(partition_keys)} partition file(s) of {key.to_user_string()} in {count} chunk(s)")
+
+    def split_by_day(self, context: dg.OutputContext, obj: pd.DataFrame, partition_keys: list[str]
+                     ) -> dict[str, pd.DataFrame]:
+        """The rows of ``obj`` of each partition present in it (split on the asset's metadata)."""
+        key = context.asset_key
+        days = _partition_days(obj, context.definition_metadata or {})
+        if days is None:
+            raise ValueError(
+                f"asset {key.to_user_string()}: a run over {len(partition_keys)} partitions needs"
+                " 'partition_column' or 'partition_time_column' in the asset's metadata to split"
+                " its output by partition"
+            )
+        unexpected = sorted(set(days.unique()) - set(partition_keys))
+        if unexpected:
+            raise ValueError(
+                f"asset {key.to_user_string()}: output has rows for {unexpected[:5]}, outside the"
+                f" partitions being written ({partition_keys[0]} .. {partition_keys[-1]})"
+            )
+        groups = obj.groupby(days.to_numpy(), sort=False).groups
+        return {day: obj.loc[index].reset_index(drop=True) for day, index in groups.items()}
+
+    def settle_before_write(self, context: dg.OutputContext, folder: Any, instance: dg.DagsterInstance) -> None:
+        if not folder.exists():
+            return
+        key = context.asset_key
+        for day, outcome in settle_staged_writes(folder, instance, key, skip_run=context.run_id).items():
+            if outcome.startswith(("restored", "removed")):
+                context.log.warning(f"{key.to_user_string()} {day}: {outcome}")
+
+    def write_error(self, key: dg.AssetKey, partition_keys: list[str], folder: Any, exc: OSError) -> StoredPartitionError:
+        return StoredPartitionError(
+            f"{key.to_user_string()}: could not write partition(s) {_span(partition_keys)} under {describe(folder)}"
+            f" ({os.strerror(exc.errno) if exc.errno else exc}). Nothing stored was changed: the previous files are intact and"
+            " no temp file is left. Free space or make the folder writable, then rerun:"
+            f" {repair_command(key, partition_keys)}",
+            folder=dg.MetadataValue.path(describe(folder)),
+        )
+
+    def record(self, context: dg.OutputContext, stored: dict[str | None, tuple[Any, str]]) -> None:
+        """Record each stored object's content hash (``stored``: ``{partition: (path, hash)}``) and
+        where it is in its partition's materialization; a one-partition or unpartitioned output also
+        gets it as its data version."""
         try:
             step = context.step_context
         except dg.DagsterInvariantViolationError:
             return
-        hashes = {pk: content_hash(payload) for pk, (_, payload) in stored.items()}
+        hashes = {pk: digest for pk, (_, digest) in stored.items()}
         for pk, (path, _) in stored.items():
             metadata = {CONTENT_HASH_KEY: dg.MetadataValue.text(hashes[pk]),
                         STORED_AT_KEY: dg.MetadataValue.path(describe(path))}

@@ -69,12 +69,12 @@ class StoredPartitions:
         with self.paths[0].open("rb") as handle:
             return list(pq.read_schema(handle).names)
 
-    def read_all(self, columns: list[str] | None = None) -> pd.DataFrame:
-        """Every partition in one frame (only ``columns``): for the few columns a whole-range
-        computation needs."""
+    def read_all(self, columns: list[str] | None = None, keys: list[str] | None = None) -> pd.DataFrame:
+        """Every partition (of ``keys``, default all) in one frame (only ``columns``), as an eager
+        load of them: for the few columns a whole-range computation needs, or one chunk of days."""
         import pandas as pd
 
-        frames = [frame for _, frame in self.iter_frames(columns)]
+        frames = [frame for _, frame in self.iter_frames(columns, keys)]
         non_empty = [f for f in frames if len(f)]
         if not non_empty:
             return frames[0] if frames else pd.DataFrame(columns=columns or [])

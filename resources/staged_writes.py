@@ -38,14 +38,39 @@ def staged_write(parts: dict[str, Any], paths: dict[str, Any], run_id: str) -> A
     staged: dict[str, Path | None] = {}
     try:
         for key, payload in data.items():
-            staged[key] = write_temp(folder, paths[key].stem, payload)
+            staged[key] = stage_part(paths[key], payload)
+    except BaseException:
+        discard_staged(staged)
+        raise
+    return commit_staged(staged, paths, run_id, data)
+
+
+def stage_part(final: Any, payload: bytes) -> Path | None:
+    """A hidden temp file next to ``final`` holding ``payload`` (local roots; ``None`` on an object
+    store, whose object is put with one PUT at commit time): the first phase of a staged write,
+    done partition by partition when an output arrives in chunks."""
+    return write_temp(final.parent, final.stem, payload)
+
+
+def discard_staged(staged: dict[str, Path | None]) -> None:
+    """Remove the temp files of a staged write that will not be committed (nothing else changed)."""
+    for tmp in staged.values():
+        if tmp is not None:
+            tmp.unlink(missing_ok=True)
+
+
+def commit_staged(staged: dict[str, Path | None], paths: dict[str, Any], run_id: str,
+                  payloads: dict[str, bytes] | None = None) -> Any:
+    """Journal the range of ``staged`` (``stage_part`` temp files, or ``None`` with the bytes in
+    ``payloads`` on an object store), then put each in place keeping the old file as
+    ``.<day>.<run id>.prev``; returns the journal. The temp files are removed if the journal fails."""
+    folder = next(iter(paths.values())).parent
+    try:
         journal = folder / f"{STAGED_PREFIX}{run_id}.json"
-        had_old = {key: paths[key].exists() for key in parts}
+        had_old = {key: paths[key].exists() for key in staged}
         put_atomic(journal, json.dumps({"run_id": run_id, "written_at_ns": time.time_ns(), "partitions": had_old}).encode())
     except BaseException:
-        for tmp in staged.values():
-            if tmp is not None:
-                tmp.unlink(missing_ok=True)
+        discard_staged(staged)
         raise
     for key, tmp in staged.items():
         final = paths[key]
@@ -54,7 +79,7 @@ def staged_write(parts: dict[str, Any], paths: dict[str, Any], run_id: str) -> A
         if tmp is not None:
             os.replace(tmp, final)
         else:
-            put_atomic(final, data[key])
+            put_atomic(final, (payloads or {})[key])
     return journal
 
 

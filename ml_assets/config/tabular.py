@@ -162,6 +162,17 @@ class Partitioning(Strict):
             " workers (ML_EXECUTOR=celery) take in parallel."
         ),
     )
+    chunk_days: int = Field(
+        default=31,
+        ge=1,
+        # how a run is processed, not what it stores: left out of the assets' code versions
+        exclude=True,
+        description=(
+            "A run over many days reads, validates and builds features this many days at a time"
+            " (with the history days the features need), writing each chunk's partitions before the"
+            " next: memory is bounded by the chunk, not the range."
+        ),
+    )
 
     @model_validator(mode="after")
     def _ordered(self) -> Partitioning:

@@ -14,6 +14,7 @@ from ml_assets.execution import backfill_policy
 from ml_assets.ingest.validation import CHECK_DESCRIPTIONS, CHECK_GROUPS, CheckOutcome, outcomes_by_day
 from ml_assets.keys import pipeline_keys
 from ml_assets.metadata import (
+    add_run_summary,
     code_version,
     describe_partitions,
     markdown_table,
@@ -23,7 +24,7 @@ from ml_assets.metadata import (
     partition_metadata,
     partition_window,
 )
-from resources.data_sources import DataSourceResource
+from resources.data_sources import DataSourceResource, local_days as local_days_of
 
 
 # bump when the stage's code changes what its assets produce (the UI then marks them stale)
@@ -158,11 +159,14 @@ def build_raw_asset(
         from resources.data_sources import local_days
 
         label = describe_source(data_source, source_spec)
+        keys = partition_keys(context)
+        if keys is not None and len(keys) > 1 and time_column:  # a range: a chunk of days at a time
+            yield from raw_in_chunks(context, data_source, spec, source, key, label, required)
+            return
         frame = read_source(
             data_source, source_spec, name=source, time_column=time_column, timezone=timezone,
             window=partition_window(context),
         )
-        keys = partition_keys(context)
         checked = frame
         partition_column = None
         if keys is not None and time_column and time_column in frame.columns:
@@ -210,6 +214,69 @@ def build_raw_asset(
         })
 
     return _raw
+
+
+def raw_in_chunks(context: dg.AssetExecutionContext, data_source: DataSourceResource, spec: PipelineSpec,
+                  source: str, key: dg.AssetKey, label: str, required: dict[str, str]):
+    """The raw asset's run over a range of days, ``partitioning.chunk_days`` days at a time: the
+    source is read once into a spill folder (``ml_assets.ingest.chunks``), each chunk is validated
+    and described, and only if no day failed a blocking check is the output an iterator of the
+    chunks, which the IO manager stages day by day and commits after the last: nothing is stored if
+    any day fails. Yields the output (or not) and each day's check results."""
+    import tempfile
+
+    from ml_assets.ingest.chunks import SpilledRange, chunks_of
+    from ml_assets.ingest.sources import read_source
+    from ml_assets.ingest.validation import format_failures, validate_frame
+
+    source_spec, time_column = spec.sources[source], spec.time_column_for(source)
+    timezone = spec.partitioning.timezone if spec.partitioning else "UTC"
+    keys = partition_keys(context)
+    chunks = chunks_of(keys, spec.partitioning.chunk_days if spec.partitioning else len(keys))
+    source_label = {"source": dg.MetadataValue.text(label)}
+    by_day, per_day, seen = {}, {}, set()
+    with tempfile.TemporaryDirectory(prefix=f"raw-{source}-") as folder:
+        spilled = SpilledRange(folder, chunks, time_column, timezone)
+        read_source(data_source, source_spec, name=source, time_column=time_column, timezone=timezone,
+                    window=partition_window(context), sink=spilled.add)
+        context.log.info(f"read {spilled.rows} rows of '{source}' from {label} in {len(chunks)} chunk(s) of days")
+        for number, chunk in enumerate(chunks):
+            frame = spilled.read(number)
+            checked = frame.assign(**{PARTITION_COLUMN: local_days_of(frame[time_column], timezone)})
+
+            def validate(rows, days):
+                return validate_frame(rows, source_spec.validation, source_spec.entity_key, label,
+                                      partition_column=PARTITION_COLUMN, expected_partitions=days, required=required)
+
+            outcomes = validate(checked, chunk)
+            if any(not o.passed for o in outcomes.values()):
+                context.log.warning(format_failures(outcomes, label))
+            by_day |= outcomes_by_day(outcomes, chunk, lambda day: validate(
+                checked[checked[PARTITION_COLUMN] == day].reset_index(drop=True), [day]))
+            for day, rows in checked.groupby(PARTITION_COLUMN, sort=False).indices.items():
+                per_day[day] = {**frame_metadata(frame.iloc[rows]), **source_label}
+            seen |= set(per_day) & set(chunk)
+            del frame, checked
+        blocking = sorted({o.name for outcomes in by_day.values() for o in outcomes.values()
+                           if not o.passed and o.severity == "ERROR"})
+        if blocking:
+            # Keep what is stored: a run whose data fails a blocking check writes no partition of
+            # its range, and Dagster stops the downstream assets after the checks are recorded.
+            context.log.error(
+                f"blocking check(s) {', '.join(blocking)} failed for {label}: nothing stored for"
+                f" {describe_partitions(keys)}; downstream assets will not run"
+            )
+        else:
+            empty = frame_metadata(spilled.empty())
+            for day in keys:
+                context.add_asset_metadata(per_day.get(day) or {**empty, **source_label}, partition_key=day)
+            add_run_summary(context, keys, {"days": len(keys), "rows": spilled.rows,
+                                            "days without rows": len(set(keys) - seen)})
+            yield dg.Output(spilled.frames())  # consumed (and the folder still there) before resuming
+    yield from partition_check_results(context, {
+        day: [check_result(key, day_outcomes[group]) for group in CHECK_GROUPS]
+        for day, day_outcomes in by_day.items()
+    })
 
 
 def build_ingest_defs(

@@ -5,7 +5,7 @@ window of the partition being materialized.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ml_assets.config.paths import PackageFileError, package_path
 from ml_assets.config.tabular import FileSource, PackagedSource, RdatasetsSource, SourceSpec
@@ -34,10 +34,13 @@ def read_source(
     time_column: str | None,
     timezone: str = "UTC",
     window: Window | None = None,
+    sink: Any = None,
 ) -> pd.DataFrame:
-    """Rows of source ``name`` whose ``time_column`` falls in ``window`` (all rows if None)."""
+    """Rows of source ``name`` whose ``time_column`` falls in ``window`` (all rows if None). With
+    ``sink`` (a callable), each chunk of rows goes to it as it is read and an empty frame of the
+    source's columns is returned (``DataSourceResource.read_file``)."""
     label = f"source '{name}' ({describe_source(reader, spec)})"
-    where = {"time_column": time_column, "timezone": timezone, "window": window}
+    where = {"time_column": time_column, "timezone": timezone, "window": window, "sink": sink}
     if isinstance(spec, PackagedSource):
         try:
             path = package_path(spec.package, spec.path)

@@ -146,6 +146,44 @@ def test_a_killed_range_write_is_undone_for_every_day_its_run_did_not_record(tmp
     assert sorted(p.name for p in folder.iterdir() if p.name.startswith(".")) == []
 
 
+@dg.asset(
+    partitions_def=DAYS,
+    backfill_policy=dg.BackfillPolicy.single_run(),
+    io_manager_key="parquet_io_manager",
+    metadata={"partition_column": "partition_date"},
+)
+def chunked_rows(context: dg.AssetExecutionContext):
+    """``daily_rows`` as an iterator of one-day chunks; the tag ``fail_on`` makes that day's chunk fail."""
+    def chunks():
+        for day in context.partition_keys:
+            if day == context.run.tags.get("fail_on"):
+                raise RuntimeError(f"the chunk of {day} failed")
+            yield pd.DataFrame({"partition_date": [day] * 2, "value": [1, 2],
+                                "version": [context.run.tags.get("version", "1")] * 2})
+    return dg.Output(chunks())
+
+
+def test_a_range_output_in_chunks_is_stored_whole_or_not_at_all(tmp_path, instance):
+    manager = PartitionedParquetIOManager(base_dir=str(tmp_path))
+    resources = {"parquet_io_manager": manager}
+    assert dg.materialize([chunked_rows], resources=resources, tags=RANGE_TAGS, instance=instance).success
+    folder = tmp_path / "chunked_rows"
+    clean = {p.name: _sha(p) for p in folder.glob("*.parquet")}
+    assert sorted(clean) == ["2013-01-02.parquet", "2013-01-03.parquet", "2013-01-04.parquet"]
+    assert set(pd.read_parquet(folder / "2013-01-03.parquet").version) == {"1"}
+    # the last chunk fails after two days were staged: no day changes, no temp file is left
+    failed = dg.materialize([chunked_rows], resources=resources, instance=instance, raise_on_error=False,
+                            tags={**RANGE_TAGS, "version": "2", "fail_on": "2013-01-04"})
+    assert not failed.success and not failed.asset_materializations_for_node("chunked_rows")
+    assert {p.name: _sha(p) for p in folder.glob("*.parquet")} == clean
+    assert not [p.name for p in folder.iterdir() if p.name.endswith(".tmp")]
+    # a run that succeeds records each day's own content hash, as a one-frame output does
+    done = dg.materialize([chunked_rows], resources=resources, instance=instance, tags={**RANGE_TAGS, "version": "2"})
+    recorded = {m.partition: m.metadata["content_hash"].value for m in done.asset_materializations_for_node("chunked_rows")}
+    assert recorded == {p.stem: f"sha256:{_sha(p)}" for p in folder.glob("*.parquet")}
+    assert set(pd.read_parquet(folder / "2013-01-04.parquet").version) == {"2"}
+
+
 def test_a_recorded_range_write_keeps_its_files_and_the_next_write_drops_the_old_copies(tmp_path, instance):
     manager = PartitionedParquetIOManager(base_dir=str(tmp_path))
     resources = {"parquet_io_manager": manager}
