@@ -84,7 +84,9 @@ case "$command" in
     ensure_chromium
     # Imports go one way (contracts in pyproject.toml), then the suite.
     .venv/bin/lint-imports --no-cache
-    exec .venv/bin/python -m pytest "$@"
+    # Two test processes (pytest-xdist), a test module stays in one of them (its module fixtures are
+    # built once); TEST_WORKERS=0 runs in this process (for a debugger), or pass -n yourself.
+    exec .venv/bin/python -m pytest -n "${TEST_WORKERS:-2}" --dist loadfile "$@"
     ;;
   dev)
     install
