@@ -49,26 +49,13 @@ def prepare(pipeline_file: Path, work: Path) -> None:
 
     import dagster as dg
 
-    from ml_assets import build_asset_defs, load_tabular_pipelines
+    from harness import pipeline_project
     from ml_assets.ingest.assets import daily_partitions
-    from ml_assets.keys import pipeline_keys
-    from resources.data_sources import DataSourceResource
-    from resources.online_store import OnlineFeatureStore
-    from resources.parquet_io import PartitionedParquetIOManager
-    from resources.tracking import MlflowTracking
 
     folder = work / "pipeline"
     folder.mkdir(parents=True, exist_ok=True)
     shutil.copy(pipeline_file, folder / pipeline_file.name)
-    (pipeline,) = load_tabular_pipelines(folder)
-    spec, keys = pipeline.spec, pipeline_keys(pipeline.spec)
-    defs = build_asset_defs([pipeline], fewshot_file=None)
-    resources = {
-        "data_source": DataSourceResource(base_dir=str(REPO)),
-        "parquet_io_manager": PartitionedParquetIOManager(base_dir=str(work / "data")),
-        "tracking": MlflowTracking(local_dir=str(work / "mlflow")),
-        "online_store": OnlineFeatureStore(sqlite_path=str(work / "online.sqlite")),
-    }
+    spec, keys, defs, resources = pipeline_project(folder, work)
     (work / "home").mkdir(exist_ok=True)
     days = daily_partitions(spec).get_partition_keys()
     span = {"dagster/asset_partition_range_start": days[0], "dagster/asset_partition_range_end": days[-1]}

@@ -53,14 +53,9 @@ def main() -> None:
     import dagster as dg
     import yaml
 
-    from ml_assets import build_asset_defs, load_tabular_pipelines
+    from harness import pipeline_project
     from ml_assets.config.base import read_yaml
     from ml_assets.ingest.assets import daily_partitions
-    from ml_assets.keys import pipeline_keys
-    from resources.data_sources import DataSourceResource
-    from resources.online_store import OnlineFeatureStore
-    from resources.parquet_io import PartitionedParquetIOManager
-    from resources.tracking import MlflowTracking
 
     work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="example_metrics-"))
     raw = read_yaml(Path(args.pipeline))
@@ -70,15 +65,7 @@ def main() -> None:
     folder = work / "pipeline"
     folder.mkdir(parents=True, exist_ok=True)
     (folder / Path(args.pipeline).name).write_text(yaml.safe_dump(raw, sort_keys=False))
-    (pipeline,) = load_tabular_pipelines(folder)
-    spec, keys = pipeline.spec, pipeline_keys(pipeline.spec)
-    defs = build_asset_defs([pipeline], fewshot_file=None)
-    resources = {
-        "data_source": DataSourceResource(base_dir=str(REPO)),
-        "parquet_io_manager": PartitionedParquetIOManager(base_dir=str(work / "data")),
-        "tracking": MlflowTracking(local_dir=str(work / "mlflow")),
-        "online_store": OnlineFeatureStore(sqlite_path=str(work / "online.sqlite")),
-    }
+    spec, keys, defs, resources = pipeline_project(folder, work)
     os.environ["ML_DATA_DIR"] = str(work / "reports")
     days = daily_partitions(spec).get_partition_keys()
     drift_days = days[-args.drift_days:]

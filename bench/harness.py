@@ -72,3 +72,23 @@ def fewshot_latency_variants() -> dict:
         "top4_balanced": SelectionParams(k=4, balance_labels=True),
         "top4_mmr": SelectionParams(k=4, mmr_lambda=0.7),
     }
+
+
+def pipeline_project(folder: Path, work: Path):
+    """The one tabular pipeline YAML in ``folder``, built as the code location builds it, with
+    resources on ``work`` (data, MLflow store, online store): ``(spec, keys, defs, resources)``."""
+    from ml_assets import build_asset_defs, load_tabular_pipelines
+    from ml_assets.keys import pipeline_keys
+    from resources.data_sources import DataSourceResource
+    from resources.online_store import OnlineFeatureStore
+    from resources.parquet_io import PartitionedParquetIOManager
+    from resources.tracking import MlflowTracking
+
+    (pipeline,) = load_tabular_pipelines(folder)
+    resources = {
+        "data_source": DataSourceResource(base_dir=str(REPO_ROOT)),
+        "parquet_io_manager": PartitionedParquetIOManager(base_dir=str(work / "data")),
+        "tracking": MlflowTracking(local_dir=str(work / "mlflow")),
+        "online_store": OnlineFeatureStore(sqlite_path=str(work / "online.sqlite")),
+    }
+    return pipeline.spec, pipeline_keys(pipeline.spec), build_asset_defs([pipeline], fewshot_file=None), resources
