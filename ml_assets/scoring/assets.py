@@ -32,11 +32,12 @@ SCORING_CODE_VERSION = "1"
 class PredictionsConfig(dg.Config):
     """Run configuration of the predictions: how many days are read and scored together."""
 
-    chunk_days: int = Field(
-        default=31, ge=1,
-        description=("Days of features read and scored together in a range run (a month by default):"
-                     " memory follows the chunk, not the range; the stored partitions and their"
-                     " metadata are the same for any chunk size."),
+    chunk_days: int | None = Field(
+        default=None, ge=1,
+        description=("Days of features read and scored together in a range run; by default the"
+                     " pipeline YAML's partitioning.chunk_days (a month): memory follows the chunk,"
+                     " not the range; the stored partitions and their metadata are the same for any"
+                     " chunk size."),
     )
 
 
@@ -52,7 +53,7 @@ def build_predictions_asset(
         group_name=keys.scoring_group,
         code_version=code_version(SCORING_CODE_VERSION, spec.target, spec.features, spec.model),
         kinds={"pandas", "parquet", "mlflow"},
-        # read and scored a chunk of days at a time (run config chunk_days), not the range at once
+        # read and scored a chunk of days at a time (partitioning.chunk_days), not the range at once
         ins={"features": dg.AssetIn(key=keys.features, metadata=LAZY_LOAD)},
         deps=[keys.evaluation],
         partitions_def=partitions_def,
@@ -103,8 +104,9 @@ def build_predictions_asset(
                     metadata["positive_share"] = float_value(part[f"{target}_predicted"].mean())
             return metadata
 
+        chunk_days = config.chunk_days or spec.partitioning.chunk_days
         out, per_day, chunks = score_in_chunks(features, model, version, key_columns, target, describe,
-                                               chunk_days=config.chunk_days)
+                                               chunk_days=chunk_days)
         metadata: dict = {}
         if days is None or len(days) == 1:
             metadata = next(iter(per_day.values()))
@@ -116,7 +118,7 @@ def build_predictions_asset(
                 **({"positive share": rounded(out[f"{target}_predicted"].mean())}
                    if classification and len(out) else {})})
         context.log.info(f"scored {len(out)} rows with {spec.registered_model_name} version {version}"
-                         f" in {chunks} chunk(s) of up to {config.chunk_days} day(s)")
+                         f" in {chunks} chunk(s) of up to {chunk_days} day(s)")
         return dg.Output(out, metadata=metadata)
 
     return _predictions

@@ -45,6 +45,31 @@ def test_predictions_use_the_champion_and_record_its_version(trained, feature_st
 
 
 @pytest.mark.slow
+def test_a_range_run_scores_in_chunks_of_the_yamls_chunk_days(trained, feature_store, tmp_path):
+    """``partitioning.chunk_days`` in the YAML sets the predictions' chunk (three days in chunks of
+    two: two chunks, said in the run summary), and each day's scores are the one-day run's."""
+    from ml_assets.metadata import RUN_SUMMARY
+
+    base = trained["project"]
+    project = Project(small_pipeline(tmp_path, partitioning={"chunk_days": 2}), own_store(tmp_path, feature_store),
+                      base.tracking, base.instance)
+    assert project.spec.partitioning.chunk_days == 2
+    days = ["2013-03-12", "2013-03-13", "2013-03-14"]
+    result = project.materialize([project.keys.predictions], tags={
+        "dagster/asset_partition_range_start": days[0], "dagster/asset_partition_range_end": days[-1]})
+    assert result.success
+    per_day = {m.partition: m.metadata for m in result.asset_materializations_for_node("flights__predictions")}
+    assert sorted(per_day) == days
+    table = [line for line in per_day[days[-1]][RUN_SUMMARY].value.splitlines() if line.startswith("|")]
+    header, _, summary = ([c.strip() for c in line.strip("|").split("|")] for line in table)
+    figures = dict(zip(header, summary))
+    assert figures["days"] == "3" and figures["chunks scored"] == "2", figures
+    one_day = pd.read_parquet(feature_store / "flights" / "predictions" / "2013-03-12.parquet")
+    ranged = pd.read_parquet(tmp_path / "store" / "flights" / "predictions" / "2013-03-12.parquet")
+    pd.testing.assert_frame_equal(ranged, one_day)
+
+
+@pytest.mark.slow
 def test_the_registered_model_scores_outside_this_project(trained, feature_store, tmp_path):
     """The model carries its scoring code: a fresh interpreter in another folder loads it from the
     registry and scores the stored features (numeric columns float64, as the signature says) with
