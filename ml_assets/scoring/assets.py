@@ -104,7 +104,7 @@ def build_predictions_asset(
                     metadata["positive_share"] = float_value(part[f"{target}_predicted"].mean())
             return metadata
 
-        chunk_days = config.chunk_days or spec.partitioning.chunk_days
+        chunk_days = config.chunk_days or (spec.partitioning.chunk_days if spec.partitioning else 31)
         out, per_day, chunks = score_in_chunks(features, model, version, key_columns, target, describe,
                                                chunk_days=chunk_days)
         metadata: dict = {}
