@@ -4,7 +4,7 @@ alias points to, loaded from the registry, and the scoring job."""
 import dagster as dg
 from pydantic import Field
 
-from ml_assets.config.tabular import PARTITION_COLUMN, PipelineSpec
+from ml_assets.config.tabular import PARTITION_COLUMN, Partitioning, PipelineSpec
 from ml_assets.execution import backfill_policy, launch_tags
 from ml_assets.keys import pipeline_keys
 from ml_assets.metadata import (
@@ -104,7 +104,7 @@ def build_predictions_asset(
                     metadata["positive_share"] = float_value(part[f"{target}_predicted"].mean())
             return metadata
 
-        chunk_days = config.chunk_days or (spec.partitioning.chunk_days if spec.partitioning else 31)
+        chunk_days = config.chunk_days or (spec.partitioning or Partitioning.model_construct()).chunk_days
         out, per_day, chunks = score_in_chunks(features, model, version, key_columns, target, describe,
                                                chunk_days=chunk_days)
         metadata: dict = {}
