@@ -16,6 +16,7 @@ picks the records of that day. No Dagster here; pandas loads inside the function
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -203,12 +204,32 @@ def key_column(values: pd.Series) -> pd.Series:
     return pd.Series([texts[c] for c in codes], index=values.index, dtype=object)
 
 
-def row_keys(features: pd.DataFrame, pipeline: str, groups: dict[tuple[str, ...], list[str]]) -> dict[tuple[str, ...], list[str]]:
-    """Per group, the store key of every row (``<pipeline>|<day>|<group>|<key values>``), in plain
-    Python: a request is small, and per-column pandas calls would cost more than the strings."""
-    days = [str(d) for d in features[PARTITION_COLUMN].astype(str).tolist()]
-    columns_values = {c: features[c].tolist() for columns in groups for c in columns}
-    texts: dict[str, list[str]] = {c: [key_text(v) for v in values] for c, values in columns_values.items()}
+def column_values(values: Any) -> list[Any]:
+    """A column (pandas Series, NumPy array or list) as a list of Python values."""
+    return values.tolist() if hasattr(values, "tolist") else list(values)
+
+
+def key_texts(values: list[Any]) -> list[str]:
+    """``key_text`` of each value, computed once per distinct value (by type and value: ``True`` and
+    ``1`` are equal in Python but not the same key text)."""
+    memo: dict[tuple[type, Any], str] = {}
+    out = []
+    for value in values:
+        token = (value.__class__, value)
+        text = memo.get(token)
+        if text is None:
+            text = memo[token] = key_text(value)
+        out.append(text)
+    return out
+
+
+def row_keys(features: Mapping[str, Any], pipeline: str, groups: dict[tuple[str, ...], list[str]]) -> dict[tuple[str, ...], list[str]]:
+    """Per group, the store key of every row (``<pipeline>|<day>|<group>|<key values>``) of a feature
+    frame or of plain feature columns, in plain Python: a request is small, and per-column pandas
+    calls would cost more than the strings."""
+    days = [str(d) for d in column_values(features[PARTITION_COLUMN])]
+    columns_values = {c: column_values(features[c]) for columns in groups for c in columns}
+    texts: dict[str, list[str]] = {c: key_texts(values) for c, values in columns_values.items()}
     keys: dict[tuple[str, ...], list[str]] = {}
     for columns in groups:
         head = "|" + group_name(columns)
@@ -217,17 +238,16 @@ def row_keys(features: pd.DataFrame, pipeline: str, groups: dict[tuple[str, ...]
     return keys
 
 
-def join_online(
-    features: pd.DataFrame, spec: PipelineSpec, store: KeyValueStore, groups: dict[tuple[str, ...], list[str]]
-) -> tuple[pd.DataFrame, JoinStats]:
-    """``features`` with every online feature filled from ``store`` by the row's day and key; a key
-    with no record (no history, or a day without online features) leaves the features missing (NaN,
-    which the model scores as missing) and is counted per group. Each distinct key is read once, and
-    the new columns are added to the frame in one step."""
+def join_columns(
+    features: Mapping[str, Any], n: int, spec: PipelineSpec, store: KeyValueStore,
+    groups: dict[tuple[str, ...], list[str]],
+) -> tuple[dict[str, Any], JoinStats]:
+    """The online features of ``n`` rows of request-side features (a frame or ``{column: values}``):
+    ``{feature: values}`` read from ``store`` by the row's day and key (float64 for numeric features,
+    NaN where the key has no record), and what the join found. Each distinct key is read once."""
     import numpy as np
     import pandas as pd
 
-    n = len(features)
     stats = JoinStats(rows=n, missing_by_row=[[] for _ in range(n)])
     keys = row_keys(features, spec.name, groups)
     distinct = list(dict.fromkeys(k for group_keys in keys.values() for k in group_keys))
@@ -236,26 +256,47 @@ def join_online(
     columns: dict[str, Any] = {}
     for group_columns, names in groups.items():
         group = group_name(group_columns)
-        records = [found[k] for k in keys[group_columns]]
-        missing = 0
-        for i, record in enumerate(records):
-            if record is None:
-                missing += 1
-                stats.missing_by_row[i].append(group)
-        stats.missing[group] = missing
+        # each distinct key's record once; the rows take their key's values by position
+        position: dict[str, int] = {}
+        codes = np.fromiter((position.setdefault(k, len(position)) for k in keys[group_columns]),
+                            dtype="int64", count=n)
+        records = [found[k] for k in position]
+        absent = np.fromiter((r is None for r in records), dtype=bool, count=len(records))[codes]
+        for i in absent.nonzero()[0].tolist():
+            stats.missing_by_row[i].append(group)
+        stats.missing[group] = int(absent.sum())
         for name in names:
             values = [None if r is None else r.get(name) for r in records]
             if name in numeric:
                 try:
-                    columns[name] = np.array([np.nan if v is None else v for v in values], dtype="float64")
+                    distinct_values = np.array([np.nan if v is None else v for v in values], dtype="float64")
                 except (TypeError, ValueError):
-                    columns[name] = pd.to_numeric(pd.Series(values, dtype=object), errors="coerce").to_numpy("float64")
+                    distinct_values = pd.to_numeric(pd.Series(values, dtype=object), errors="coerce").to_numpy("float64")
             else:
-                array = np.empty(n, dtype=object)
-                array[:] = values
-                columns[name] = array
-    # one frame from its columns (a joined column replaces a request-side one in place), not a
-    # drop, a concatenation and a reorder: on a request's few rows those cost more than the join
-    data = {c: columns[c] if c in columns else features[c].array for c in features.columns}
-    data.update({c: v for c, v in columns.items() if c not in data})
+                distinct_values = np.empty(len(values), dtype=object)
+                distinct_values[:] = values
+            columns[name] = distinct_values[codes]
+    return columns, stats
+
+
+def joined_columns(features: Mapping[str, Any], online: dict[str, Any]) -> dict[str, Any]:
+    """Request-side columns with the online ones: a joined column replaces a request-side one in
+    place, the others follow in their order."""
+    data = {c: online[c] if c in online else features[c] for c in features}
+    data.update({c: v for c, v in online.items() if c not in data})
+    return data
+
+
+def join_online(
+    features: pd.DataFrame, spec: PipelineSpec, store: KeyValueStore, groups: dict[tuple[str, ...], list[str]]
+) -> tuple[pd.DataFrame, JoinStats]:
+    """``features`` with every online feature filled from ``store`` by the row's day and key; a key
+    with no record (no history, or a day without online features) leaves the features missing (NaN,
+    which the model scores as missing) and is counted per group (``join_columns``)."""
+    import pandas as pd
+
+    columns, stats = join_columns(features, len(features), spec, store, groups)
+    # one frame from its columns, not a drop, a concatenation and a reorder: on a request's few rows
+    # those cost more than the join
+    data = joined_columns({c: features[c].array for c in features.columns}, columns)
     return pd.DataFrame(data, index=features.index), stats

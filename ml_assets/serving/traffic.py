@@ -16,6 +16,8 @@ import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ml_assets.serving.scoring import rows_of
+
 if TYPE_CHECKING:
     import pandas as pd
 
@@ -58,6 +60,18 @@ def read_day(path: str | Path, day: str) -> pd.DataFrame:
     features = pd.DataFrame([json.loads(text) for text in frame.pop("features")], index=frame.index)
     features = features.drop(columns=[c for c in features.columns if c in frame.columns])
     return pd.concat([frame, features], axis=1)
+
+
+def traffic_frame(parts: list[Any]) -> pd.DataFrame:
+    """One frame of the features of many requests, each a DataFrame or ``{column: values}`` (the
+    service's request path): plain columns are concatenated column by column, not frame by frame."""
+    import numpy as np
+    import pandas as pd
+
+    if all(not hasattr(p, "columns") for p in parts) and len({tuple(p) for p in parts}) == 1:
+        return pd.DataFrame({c: np.concatenate([np.asarray(p[c]) for p in parts]) for c in parts[0]})
+    frames = [p if hasattr(p, "columns") else pd.DataFrame(dict(p)) for p in parts]
+    return pd.concat(frames, ignore_index=True)
 
 
 class TrafficLog:
@@ -109,8 +123,8 @@ class TrafficLog:
         import numpy as np
         import pandas as pd
 
-        features = pd.concat([item["features"] for item in items], ignore_index=True)
-        sizes = [len(item["features"]) for item in items]
+        features = traffic_frame([item["features"] for item in items])
+        sizes = [rows_of(item["features"]) for item in items]
         owner = np.repeat(np.arange(len(items)), sizes)
         shadow = np.full(len(features), np.nan)
         shadow_label = np.full(len(features), np.nan)
