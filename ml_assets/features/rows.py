@@ -10,6 +10,8 @@ calling the same pieces the feature function calls on its frame, each on one col
 
 - declared timestamp parts: ``declared.timestamp_part_columns`` (what ``with_declared_features`` runs);
 - the partition date: ``utc_times``, ``local_day_numbers`` and ``day_strings`` (as ``rows_for_days``);
+  what a row's times give depends on those values alone, so each distinct time value (few: scheduled
+  hours) is converted once and its day and parts kept in the plan (``RowPlan.time_cache``);
 - the feature function's own row-local features: the function registered for it with
   ``register_row_features``, which the feature function itself calls on its frame's columns (for
   flights, ``flights.sched_dep_minute``);
@@ -25,7 +27,7 @@ on edge cases (``tests/serving/test_rows.py``). pandas and numpy load inside the
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ml_assets.config.tabular import PARTITION_COLUMN, PipelineSpec
@@ -44,6 +46,9 @@ if TYPE_CHECKING:
 #: ``fn(columns, spec, names) -> {name: values}``: a feature function's own features that one row
 #: computes alone, from plain columns (``{column: array}``), for the ``names`` asked.
 RowFeatureFunction = Callable[[Mapping[str, Any], PipelineSpec, Sequence[str]], dict[str, "np.ndarray"]]
+
+#: Distinct time values whose derived columns a plan keeps (cleared when full).
+TIME_CACHE_SIZE = 50_000
 
 #: Per feature function name: (its row-local feature names, the function computing them).
 ROW_FEATURE_FUNCTIONS: dict[str, tuple[frozenset[str], RowFeatureFunction]] = {}
@@ -73,6 +78,13 @@ class RowPlan:
     categorical: tuple[str, ...]
     output: tuple[str, ...]
     own_function: RowFeatureFunction
+    #: ``{time values of a row: (partition date, *parts)}``, filled as requests arrive (``row_features``)
+    time_cache: dict[tuple[Any, ...], tuple[Any, ...]] = field(default_factory=dict, compare=False, repr=False)
+
+    def time_columns(self) -> list[str]:
+        """The time column and the columns of the timestamp parts."""
+        parts = self.spec.features.timestamp_parts
+        return list(dict.fromkeys([self.time_column, *(parts[name].column for name in self.parts)]))
 
 
 def row_plan(spec: PipelineSpec, req_spec: PipelineSpec, request_columns: Sequence[str]) -> RowPlan | None:
@@ -113,21 +125,23 @@ def row_features(columns: Mapping[str, Sequence[Any]], plan: RowPlan) -> dict[st
     import numpy as np
     import pandas as pd
 
-    from ml_assets.features.declared import timestamp_part_columns
-
     spec = plan.spec
-    part_columns = [spec.features.timestamp_parts[name].column for name in plan.parts]
-    series = {c: pd.Series(columns[c]) for c in plan.key}
     n = len(columns[plan.time_column])
-    # time columns take few distinct values (a scheduled hour): each is converted once
-    times = {c: distinct(columns[c]) for c in dict.fromkeys([plan.time_column, *part_columns])}
-    utc = {c: utc_times(pd.Series(uniques)) for c, (uniques, _) in times.items()}
-    day_numbers, valid = local_day_numbers(utc[plan.time_column], pipeline_timezone(spec))
-    codes = times[plan.time_column][1]
-    computed: dict[str, Any] = {c: series[c].to_numpy() for c in plan.key}
-    computed[PARTITION_COLUMN] = day_strings(day_numbers, valid)[codes]
-    for name, part in timestamp_part_columns(utc, spec, plan.parts, utc=utc).items():
-        computed[name] = part[times[spec.features.timestamp_parts[name].column][1]]
+    computed: dict[str, Any] = {c: pd.Series(columns[c]).to_numpy() for c in plan.key}
+    # what a row's times give (its local day, the timestamp parts) depends on those values alone, and
+    # times take few distinct values (scheduled hours): each distinct value is converted once and kept
+    time_columns = plan.time_columns()
+    keys = list(zip(*(columns[c] for c in time_columns)))
+    cache = plan.time_cache
+    new = [k for k in dict.fromkeys(keys) if k not in cache]
+    if new:
+        if len(cache) + len(new) > TIME_CACHE_SIZE:
+            cache.clear()
+        cache.update(zip(new, time_values({c: [k[i] for k in new] for i, c in enumerate(time_columns)}, plan)))
+    derived = [cache[k] for k in keys]
+    computed[PARTITION_COLUMN] = np.array([d[0] for d in derived], dtype=object)
+    for j, name in enumerate(plan.parts, start=1):
+        computed[name] = np.array([d[j] for d in derived], dtype="float64")
     if plan.own:
         computed.update(plan.own_function(columns, spec, plan.own))
     for name in plan.categorical:
@@ -144,13 +158,19 @@ def row_features(columns: Mapping[str, Sequence[Any]], plan: RowPlan) -> dict[st
     return out
 
 
-def distinct(values: Sequence[Any]) -> tuple[list[Any], np.ndarray]:
-    """The distinct values (first seen first) and each value's position among them."""
-    import numpy as np
+def time_values(columns: Mapping[str, list[Any]], plan: RowPlan) -> list[tuple[Any, ...]]:
+    """Per row of ``columns`` (the time columns of ``plan``), its partition date and its timestamp
+    parts in ``plan.parts`` order, by the feature code's own functions on the columns."""
+    import pandas as pd
 
-    position: dict[Any, int] = {}
-    codes = np.fromiter((position.setdefault(v, len(position)) for v in values), dtype="int64", count=len(values))
-    return list(position), codes
+    from ml_assets.features.declared import timestamp_part_columns
+
+    spec = plan.spec
+    utc = {c: utc_times(pd.Series(values)) for c, values in columns.items()}
+    day_numbers, valid = local_day_numbers(utc[plan.time_column], pipeline_timezone(spec))
+    days = day_strings(day_numbers, valid).tolist()
+    parts = timestamp_part_columns(utc, spec, plan.parts, utc=utc) if plan.parts else {}
+    return list(zip(days, *(parts[name].tolist() for name in plan.parts)))
 
 
 @register_row_features("passthrough")
