@@ -223,18 +223,38 @@ def key_texts(values: list[Any]) -> list[str]:
     return out
 
 
+def key_tokens(values: list[Any]) -> list[Any]:
+    """Values standing for their key texts in a dict: the values themselves when they all have one
+    type (equal values then have equal texts), else their key texts."""
+    kinds = {value.__class__ for value in values}
+    return values if len(kinds) == 1 and kinds <= {str, int, float} else key_texts(values)
+
+
+def group_positions(
+    features: Mapping[str, Any], groups: dict[tuple[str, ...], list[str]]
+) -> dict[tuple[str, ...], tuple[list[tuple[Any, ...]], Any]]:
+    """Per group, its distinct (day, key values) and each row's position among them: the key text
+    work is then done per distinct key, not per row."""
+    import numpy as np
+
+    days = column_values(features[PARTITION_COLUMN])
+    tokens = {c: key_tokens(column_values(features[c])) for columns in groups for c in columns}
+    out = {}
+    for columns in groups:
+        position: dict[tuple[Any, ...], int] = {}
+        codes = np.array([position.setdefault(t, len(position)) for t in zip(days, *(tokens[c] for c in columns))],
+                         dtype="int64")
+        out[columns] = (list(position), codes)
+    return out
+
+
 def row_keys(features: Mapping[str, Any], pipeline: str, groups: dict[tuple[str, ...], list[str]]) -> dict[tuple[str, ...], list[str]]:
     """Per group, the store key of every row (``<pipeline>|<day>|<group>|<key values>``) of a feature
-    frame or of plain feature columns, in plain Python: a request is small, and per-column pandas
-    calls would cost more than the strings."""
-    days = [str(d) for d in column_values(features[PARTITION_COLUMN])]
-    columns_values = {c: column_values(features[c]) for columns in groups for c in columns}
-    texts: dict[str, list[str]] = {c: key_texts(values) for c, values in columns_values.items()}
-    keys: dict[tuple[str, ...], list[str]] = {}
-    for columns in groups:
-        head = "|" + group_name(columns)
-        parts = [texts[c] for c in columns]
-        keys[columns] = [f"{pipeline}|{day}{head}|" + "|".join(vals) for day, *vals in zip(days, *parts)]
+    frame or of plain feature columns."""
+    keys = {}
+    for columns, (distinct, codes) in group_positions(features, groups).items():
+        texts = [store_key(pipeline, str(day), group_name(columns), values) for day, *values in distinct]
+        keys[columns] = [texts[c] for c in codes.tolist()]
     return keys
 
 
@@ -249,19 +269,19 @@ def join_columns(
     import pandas as pd
 
     stats = JoinStats(rows=n, missing_by_row=[[] for _ in range(n)])
-    keys = row_keys(features, spec.name, groups)
-    distinct = list(dict.fromkeys(k for group_keys in keys.values() for k in group_keys))
-    found = dict(zip(distinct, store.get_many(distinct)))
+    # each group's distinct keys, and each row's position among them
+    positions = group_positions(features, groups)
+    keys = {columns: [store_key(spec.name, str(day), group_name(columns), values) for day, *values in distinct]
+            for columns, (distinct, _) in positions.items()}
+    distinct_keys = list(dict.fromkeys(k for group_keys in keys.values() for k in group_keys))
+    found = dict(zip(distinct_keys, store.get_many(distinct_keys)))
     numeric = set(spec.features.numeric)
     columns: dict[str, Any] = {}
     for group_columns, names in groups.items():
         group = group_name(group_columns)
-        # each distinct key's record once; the rows take their key's values by position
-        position: dict[str, int] = {}
-        codes = np.fromiter((position.setdefault(k, len(position)) for k in keys[group_columns]),
-                            dtype="int64", count=n)
-        records = [found[k] for k in position]
-        absent = np.fromiter((r is None for r in records), dtype=bool, count=len(records))[codes]
+        codes = positions[group_columns][1]
+        records = [found[k] for k in keys[group_columns]]
+        absent = np.array([r is None for r in records], dtype=bool)[codes]
         for i in absent.nonzero()[0].tolist():
             stats.missing_by_row[i].append(group)
         stats.missing[group] = int(absent.sum())
