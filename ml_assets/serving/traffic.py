@@ -4,8 +4,8 @@ the response path) the challenger's, in a SQLite file the ``served_predictions``
 ``TrafficLog.submit`` only puts the request on a queue; one worker thread takes everything queued,
 scores the challenger once for all of it and writes the rows in one transaction, so neither slows the
 response. The writer shares the interpreter with the requests, so its work per row is kept small:
-a request's features are stored once per request as JSON columns (``{column: [values]}``, table
-``served_requests``) rather than as one JSON object per row, and the per-row key and category lists
+a request's features are stored once per request (table ``served_requests``: text columns as JSON,
+numeric ones as the raw bytes of their arrays) rather than as one JSON object per row, and the per-row key and category lists
 are encoded once per distinct list. ``read_day`` expands either layout (rows written by earlier
 versions hold their features in ``served.features``). No Dagster here.
 """
@@ -46,7 +46,8 @@ def connect(path: str | Path) -> sqlite3.Connection:
         " unseen_categories TEXT, features TEXT, PRIMARY KEY (request_id, row_index))"
     )
     conn.execute("CREATE INDEX IF NOT EXISTS served_day ON served (partition_date)")
-    conn.execute("CREATE TABLE IF NOT EXISTS served_requests (request_id TEXT PRIMARY KEY, features TEXT)")
+    conn.execute("CREATE TABLE IF NOT EXISTS served_requests (request_id TEXT PRIMARY KEY, features TEXT,"
+                 " arrays BLOB)")
     return conn
 
 
@@ -63,12 +64,12 @@ def read_day(path: str | Path, day: str) -> pd.DataFrame:
             conn, params=(day,),
         )
         ids = frame.loc[frame["features"].isna(), "request_id"].unique().tolist()
-        blobs: dict[str, str] = {}
+        blobs: dict[str, tuple[str, bytes]] = {}
         for start in range(0, len(ids), 500):
             chunk = ids[start:start + 500]
-            blobs.update(conn.execute(
-                f"SELECT request_id, features FROM served_requests WHERE request_id IN ({','.join('?' * len(chunk))})",
-                chunk).fetchall())
+            rows = conn.execute(f"SELECT request_id, features, arrays FROM served_requests WHERE request_id IN"
+                                f" ({','.join('?' * len(chunk))})", chunk).fetchall()
+            blobs.update((request_id, (text, arrays)) for request_id, text, arrays in rows)
     texts = frame.pop("features")
     # a request's rows are consecutive (ordered by time, then request): one piece per run of rows
     pieces = []
@@ -80,7 +81,7 @@ def read_day(path: str | Path, day: str) -> pd.DataFrame:
             stop += 1
         blob = blobs.get(request_ids[start])
         if blob is not None:
-            pieces.append(pd.DataFrame(json.loads(blob)).iloc[row_index[start:stop]])
+            pieces.append(pd.DataFrame(request_columns(*blob)).iloc[row_index[start:stop]])
         else:
             pieces.append(pd.DataFrame([json.loads(text) if text else {} for text in texts.iloc[start:stop]]))
         start = stop
@@ -103,10 +104,39 @@ def feature_columns(parts: list[Any]) -> dict[str, Any]:
     return {c: frame[c].to_numpy() for c in frame.columns}
 
 
-def json_columns(columns: dict[str, Any]) -> str:
-    """``{column: [values]}`` as JSON (NaN as ``NaN``, which ``json.loads`` reads back as NaN)."""
-    return json.dumps({c: v.tolist() if hasattr(v, "tolist") else list(v) for c, v in columns.items()},
+def encode_columns(columns: dict[str, Any]) -> tuple[str, bytes]:
+    """A request's feature columns for ``served_requests``: the text and other object columns as JSON,
+    the numeric ones as the raw bytes of their arrays one after the other (their names and dtypes in
+    the JSON): formatting thousands of floats as text would cost the writer more than the request."""
+    import numpy as np
+
+    objects: dict[str, list[Any]] = {}
+    arrays: list[tuple[str, str, int]] = []
+    chunks: list[bytes] = []
+    for column, values in columns.items():
+        values = np.asarray(values)
+        if values.dtype.kind in "biuf":
+            data = np.ascontiguousarray(values).tobytes()
+            arrays.append((column, values.dtype.str, len(data)))
+            chunks.append(data)
+        else:
+            objects[column] = values.tolist()
+    text = json.dumps({"order": list(columns), "columns": objects, "arrays": arrays},
                       default=lambda v: v.item() if hasattr(v, "item") else str(v))
+    return text, b"".join(chunks)
+
+
+def request_columns(text: str, data: bytes) -> dict[str, Any]:
+    """The columns ``encode_columns`` wrote, in their order."""
+    import numpy as np
+
+    stored = json.loads(text)
+    columns = dict(stored["columns"])
+    offset = 0
+    for name, dtype, size in stored["arrays"]:
+        columns[name] = np.frombuffer(data, dtype=dtype, count=size // np.dtype(dtype).itemsize, offset=offset).copy()
+        offset += size
+    return {c: columns[c] for c in stored["order"]}
 
 
 def json_lists(lists: list[list[str]]) -> list[str]:
@@ -200,7 +230,7 @@ class TrafficLog:
         blobs = []
         position = 0
         for item, size in zip(items, sizes):
-            blobs.append((item["request_id"], json_columns(
+            blobs.append((item["request_id"], *encode_columns(
                 {c: v[position:position + size] for c, v in features.items()})))
             for i in range(size):
                 j = position + i
@@ -212,6 +242,6 @@ class TrafficLog:
                 ))
             position += size
         with conn:
-            conn.executemany("INSERT OR REPLACE INTO served_requests VALUES (?, ?)", blobs)
+            conn.executemany("INSERT OR REPLACE INTO served_requests VALUES (?, ?, ?)", blobs)
             conn.executemany(f"INSERT OR REPLACE INTO served VALUES ({','.join('?' * len(COLUMNS))})", rows)
         self.written += len(rows)
