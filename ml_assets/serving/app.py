@@ -2,8 +2,9 @@
 
 ``POST /predict`` takes ``{"rows": [{...}]}`` in the primary source's own column names (only what is
 known at request time; other fields are ignored, outcome columns never reach the model), computes the
-request-side features with the pipeline's feature function, joins the online features of the row's
-day from the online store, and answers ``{"predictions": [{"score", "label"}], "model": {"name",
+request-side features with the pipeline's feature code on the request's columns
+(``ml_assets.features.rows``; the feature function on a frame of the rows when it registers no row
+features), joins the online features of the row's day from the online store, and answers ``{"predictions": [{"score", "label"}], "model": {"name",
 "version"}}``. The ``challenger``, when one exists, is scored off the response path and both are
 logged for the ``served_predictions`` asset. ``GET /health`` (the process is up), ``GET /ready``
 (a champion is loaded), ``GET /metrics`` (Prometheus), ``GET /docs`` (OpenAPI).

@@ -5,9 +5,10 @@ for every feature a request row cannot compute alone, a value that depends only 
 within that day (``online_feature_keys``: a carrier's delay rate over 28 days depends on the carrier,
 the origin's weather at 14:00 on the origin and the hour). ``online_records`` splits the day's feature
 frame into one record per (group, key) and refuses a feature whose value is not constant within its
-key. At request time ``request_features`` runs the same feature function on the request rows alone for
-everything else (calendar parts, flight columns), and ``join_online`` fills in the stored values, so
-both paths compute every feature with one piece of code.
+key. At request time the same feature code computes everything else on the request rows alone
+(calendar parts, flight columns): ``ml_assets.features.rows`` on the request's columns, or
+``request_features`` (the feature function on a frame of the rows); ``join_columns`` /
+``join_online`` fill in the stored values, so both paths compute every feature with one piece of code.
 
 Store keys are ``<pipeline>|<day>|<group>|<key values>``: a request row's day (its partition date)
 picks the records of that day. No Dagster here; pandas loads inside the functions.
