@@ -18,6 +18,7 @@ pandas and numpy load inside the functions.
 from __future__ import annotations
 
 import operator
+from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING
 
 from ml_assets.config.tabular import AsofJoin, HistoryFeature, PipelineSpec, RowRule
@@ -74,13 +75,7 @@ def with_declared_features(
             f"declared feature(s) {clash} of pipeline '{spec.name}' are already columns of source"
             f" '{primary}': give them other names"
         )
-    local_times: dict[str, pd.Series] = {}  # each time column converted once, for all its parts
-    for name, part in features.timestamp_parts.items():
-        if part.column not in frame.columns:
-            raise ValueError(f"features.timestamp_parts.{name}: source '{primary}' has no column '{part.column}'")
-        if part.column not in local_times:
-            local_times[part.column] = utc_times(frame[part.column]).dt.tz_convert(pipeline_timezone(spec))
-        added[name] = timestamp_part_of(local_times[part.column], part.part).to_numpy()
+    added.update(timestamp_part_columns(frame, spec))
     if history or joins:
         day_numbers, valid, target, _ = rows_for_days(frame, spec, days)
         n = len(frame)
@@ -98,6 +93,28 @@ def with_declared_features(
     # one concatenation (not a column at a time: a frame of many single-column blocks is slow to slice)
     extended = pd.concat([frame, pd.DataFrame(added, index=frame.index)], axis=1)
     return {**sources, primary: extended}
+
+
+def timestamp_part_columns(
+    columns: Mapping[str, pd.Series], spec: PipelineSpec, names: Iterable[str] | None = None,
+    utc: Mapping[str, pd.Series] | None = None,
+) -> dict[str, np.ndarray]:
+    """``{name: float64 values}`` of the declared timestamp parts (all, or only ``names``) of a frame
+    or of plain columns (``{column: Series}``: the online request path, which builds no frame).
+    ``utc`` may hold time columns already converted by ``utc_times``."""
+    primary = spec.primary_source
+    wanted = spec.features.timestamp_parts if names is None else {
+        n: spec.features.timestamp_parts[n] for n in names}
+    local_times: dict[str, pd.Series] = {}  # each time column converted once, for all its parts
+    added: dict[str, np.ndarray] = {}
+    for name, part in wanted.items():
+        if part.column not in columns:
+            raise ValueError(f"features.timestamp_parts.{name}: source '{primary}' has no column '{part.column}'")
+        if part.column not in local_times:
+            times = utc[part.column] if utc and part.column in utc else utc_times(columns[part.column])
+            local_times[part.column] = times.dt.tz_convert(pipeline_timezone(spec))
+        added[name] = timestamp_part_of(local_times[part.column], part.part).to_numpy()
+    return added
 
 
 def declared_online_keys(spec: PipelineSpec) -> dict[str, tuple[str, ...]]:

@@ -17,6 +17,7 @@ functions.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from ml_assets.config.tabular import PARTITION_COLUMN, PipelineSpec
@@ -34,6 +35,7 @@ from ml_assets.features.functions import (
     target_values,
     utc_times,
 )
+from ml_assets.features.rows import register_row_features
 
 if TYPE_CHECKING:
     import numpy as np
@@ -90,6 +92,23 @@ def _schedule_features(
         counts = np.bincount(codes) if len(codes) else np.zeros(0, dtype="int64")
         result[name] = counts[codes].astype("int64")
     return result
+
+
+def sched_dep_minute(sched_dep_time: Any) -> np.ndarray:
+    """Minutes of the HHMM numbers ``sched_dep_time`` (float64; missing stays missing). The one
+    definition: ``flights_features`` calls it on its frame's column, the online request path on the
+    request's column (``flights_row_features``)."""
+    import numpy as np
+    import pandas as pd
+
+    return np.asarray(pd.to_numeric(sched_dep_time), dtype="float64") % 100
+
+
+@register_row_features("flights_features", names=("sched_dep_minute",))
+def flights_row_features(columns: Mapping[str, Any], spec: PipelineSpec, names: Sequence[str]) -> dict[str, np.ndarray]:
+    """The function's own features one row computes alone, from plain request columns
+    (``ml_assets.features.rows``): ``sched_dep_minute``."""
+    return {"sched_dep_minute": sched_dep_minute(columns["sched_dep_time"])} if "sched_dep_minute" in names else {}
 
 
 @register_feature_function("flights_features")
@@ -157,7 +176,7 @@ def flights_features(
         elif name in spec.features.numeric:
             out[name] = pd.to_numeric(out[name]).astype("float64")
     if "sched_dep_minute" in own:
-        out["sched_dep_minute"] = pd.to_numeric(flights["sched_dep_time"]).to_numpy()[target] % 100
+        out["sched_dep_minute"] = sched_dep_minute(flights["sched_dep_time"].to_numpy()[target])
     schedule = [name for name in own if name in _SCHEDULE_FEATURES]
     if schedule:
         counts = _schedule_features(flights, day_numbers, valid, target, schedule)

@@ -244,9 +244,12 @@ def day_strings(day_numbers: np.ndarray, valid: np.ndarray) -> np.ndarray:
 def as_str(values: pd.Series) -> pd.Series:
     """Object column of ``str`` values, missing values kept missing. A column that already holds only
     text (and None or NaN) is copied as it is: the same result without converting every value."""
-    if values.dtype == object and all(type(v) is str or v is None or (type(v) is float and v != v)
-                                      for v in values.tolist()):
-        return values.astype(object)
+    if values.dtype == object:
+        items = values.tolist()
+        kinds = set(map(type, items))  # the types first, at C speed; the floats checked only if any
+        if kinds <= {str, type(None), float} and (
+                float not in kinds or all(v != v for v in items if type(v) is float)):
+            return values.astype(object)
     return values.astype(object).where(values.isna(), values.astype(str))
 
 

@@ -5,9 +5,10 @@ for every feature a request row cannot compute alone, a value that depends only 
 within that day (``online_feature_keys``: a carrier's delay rate over 28 days depends on the carrier,
 the origin's weather at 14:00 on the origin and the hour). ``online_records`` splits the day's feature
 frame into one record per (group, key) and refuses a feature whose value is not constant within its
-key. At request time ``request_features`` runs the same feature function on the request rows alone for
-everything else (calendar parts, flight columns), and ``join_online`` fills in the stored values, so
-both paths compute every feature with one piece of code.
+key. At request time the same feature code computes everything else on the request rows alone
+(calendar parts, flight columns): ``ml_assets.features.rows`` on the request's columns, or
+``request_features`` (the feature function on a frame of the rows); ``join_columns`` /
+``join_online`` fill in the stored values, so both paths compute every feature with one piece of code.
 
 Store keys are ``<pipeline>|<day>|<group>|<key values>``: a request row's day (its partition date)
 picks the records of that day. No Dagster here; pandas loads inside the functions.
@@ -16,6 +17,7 @@ picks the records of that day. No Dagster here; pandas loads inside the function
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -203,18 +205,107 @@ def key_column(values: pd.Series) -> pd.Series:
     return pd.Series([texts[c] for c in codes], index=values.index, dtype=object)
 
 
-def row_keys(features: pd.DataFrame, pipeline: str, groups: dict[tuple[str, ...], list[str]]) -> dict[tuple[str, ...], list[str]]:
-    """Per group, the store key of every row (``<pipeline>|<day>|<group>|<key values>``), in plain
-    Python: a request is small, and per-column pandas calls would cost more than the strings."""
-    days = [str(d) for d in features[PARTITION_COLUMN].astype(str).tolist()]
-    columns_values = {c: features[c].tolist() for columns in groups for c in columns}
-    texts: dict[str, list[str]] = {c: [key_text(v) for v in values] for c, values in columns_values.items()}
-    keys: dict[tuple[str, ...], list[str]] = {}
+def column_values(values: Any) -> list[Any]:
+    """A column (pandas Series, NumPy array or list) as a list of Python values."""
+    return values.tolist() if hasattr(values, "tolist") else list(values)
+
+
+def key_texts(values: list[Any]) -> list[str]:
+    """``key_text`` of each value, computed once per distinct value (by type and value: ``True`` and
+    ``1`` are equal in Python but not the same key text)."""
+    memo: dict[tuple[type, Any], str] = {}
+    out = []
+    for value in values:
+        token = (value.__class__, value)
+        text = memo.get(token)
+        if text is None:
+            text = memo[token] = key_text(value)
+        out.append(text)
+    return out
+
+
+def key_tokens(values: list[Any]) -> list[Any]:
+    """Values standing for their key texts in a dict: the values themselves when they all have one
+    type (equal values then have equal texts), else their key texts."""
+    kinds = {value.__class__ for value in values}
+    return values if len(kinds) == 1 and kinds <= {str, int, float} else key_texts(values)
+
+
+def group_positions(
+    features: Mapping[str, Any], groups: dict[tuple[str, ...], list[str]]
+) -> dict[tuple[str, ...], tuple[list[tuple[Any, ...]], Any]]:
+    """Per group, its distinct (day, key values) and each row's position among them: the key text
+    work is then done per distinct key, not per row."""
+    import numpy as np
+
+    days = column_values(features[PARTITION_COLUMN])
+    tokens = {c: key_tokens(column_values(features[c])) for columns in groups for c in columns}
+    out = {}
     for columns in groups:
-        head = "|" + group_name(columns)
-        parts = [texts[c] for c in columns]
-        keys[columns] = [f"{pipeline}|{day}{head}|" + "|".join(vals) for day, *vals in zip(days, *parts)]
+        position: dict[tuple[Any, ...], int] = {}
+        codes = np.array([position.setdefault(t, len(position)) for t in zip(days, *(tokens[c] for c in columns))],
+                         dtype="int64")
+        out[columns] = (list(position), codes)
+    return out
+
+
+def row_keys(features: Mapping[str, Any], pipeline: str, groups: dict[tuple[str, ...], list[str]]) -> dict[tuple[str, ...], list[str]]:
+    """Per group, the store key of every row (``<pipeline>|<day>|<group>|<key values>``) of a feature
+    frame or of plain feature columns."""
+    keys = {}
+    for columns, (distinct, codes) in group_positions(features, groups).items():
+        texts = [store_key(pipeline, str(day), group_name(columns), values) for day, *values in distinct]
+        keys[columns] = [texts[c] for c in codes.tolist()]
     return keys
+
+
+def join_columns(
+    features: Mapping[str, Any], n: int, spec: PipelineSpec, store: KeyValueStore,
+    groups: dict[tuple[str, ...], list[str]],
+) -> tuple[dict[str, Any], JoinStats]:
+    """The online features of ``n`` rows of request-side features (a frame or ``{column: values}``):
+    ``{feature: values}`` read from ``store`` by the row's day and key (float64 for numeric features,
+    NaN where the key has no record), and what the join found. Each distinct key is read once."""
+    import numpy as np
+    import pandas as pd
+
+    stats = JoinStats(rows=n, missing_by_row=[[] for _ in range(n)])
+    # each group's distinct keys, and each row's position among them
+    positions = group_positions(features, groups)
+    keys = {columns: [store_key(spec.name, str(day), group_name(columns), values) for day, *values in distinct]
+            for columns, (distinct, _) in positions.items()}
+    distinct_keys = list(dict.fromkeys(k for group_keys in keys.values() for k in group_keys))
+    found = dict(zip(distinct_keys, store.get_many(distinct_keys)))
+    numeric = set(spec.features.numeric)
+    columns: dict[str, Any] = {}
+    for group_columns, names in groups.items():
+        group = group_name(group_columns)
+        codes = positions[group_columns][1]
+        records = [found[k] for k in keys[group_columns]]
+        absent = np.array([r is None for r in records], dtype=bool)[codes]
+        for i in absent.nonzero()[0].tolist():
+            stats.missing_by_row[i].append(group)
+        stats.missing[group] = int(absent.sum())
+        for name in names:
+            values = [None if r is None else r.get(name) for r in records]
+            if name in numeric:
+                try:
+                    distinct_values = np.array([np.nan if v is None else v for v in values], dtype="float64")
+                except (TypeError, ValueError):
+                    distinct_values = pd.to_numeric(pd.Series(values, dtype=object), errors="coerce").to_numpy("float64")
+            else:
+                distinct_values = np.empty(len(values), dtype=object)
+                distinct_values[:] = values
+            columns[name] = distinct_values[codes]
+    return columns, stats
+
+
+def joined_columns(features: Mapping[str, Any], online: dict[str, Any]) -> dict[str, Any]:
+    """Request-side columns with the online ones: a joined column replaces a request-side one in
+    place, the others follow in their order."""
+    data = {c: online[c] if c in online else features[c] for c in features}
+    data.update({c: v for c, v in online.items() if c not in data})
+    return data
 
 
 def join_online(
@@ -222,40 +313,11 @@ def join_online(
 ) -> tuple[pd.DataFrame, JoinStats]:
     """``features`` with every online feature filled from ``store`` by the row's day and key; a key
     with no record (no history, or a day without online features) leaves the features missing (NaN,
-    which the model scores as missing) and is counted per group. Each distinct key is read once, and
-    the new columns are added to the frame in one step."""
-    import numpy as np
+    which the model scores as missing) and is counted per group (``join_columns``)."""
     import pandas as pd
 
-    n = len(features)
-    stats = JoinStats(rows=n, missing_by_row=[[] for _ in range(n)])
-    keys = row_keys(features, spec.name, groups)
-    distinct = list(dict.fromkeys(k for group_keys in keys.values() for k in group_keys))
-    found = dict(zip(distinct, store.get_many(distinct)))
-    numeric = set(spec.features.numeric)
-    columns: dict[str, Any] = {}
-    for group_columns, names in groups.items():
-        group = group_name(group_columns)
-        records = [found[k] for k in keys[group_columns]]
-        missing = 0
-        for i, record in enumerate(records):
-            if record is None:
-                missing += 1
-                stats.missing_by_row[i].append(group)
-        stats.missing[group] = missing
-        for name in names:
-            values = [None if r is None else r.get(name) for r in records]
-            if name in numeric:
-                try:
-                    columns[name] = np.array([np.nan if v is None else v for v in values], dtype="float64")
-                except (TypeError, ValueError):
-                    columns[name] = pd.to_numeric(pd.Series(values, dtype=object), errors="coerce").to_numpy("float64")
-            else:
-                array = np.empty(n, dtype=object)
-                array[:] = values
-                columns[name] = array
-    # one frame from its columns (a joined column replaces a request-side one in place), not a
-    # drop, a concatenation and a reorder: on a request's few rows those cost more than the join
-    data = {c: columns[c] if c in columns else features[c].array for c in features.columns}
-    data.update({c: v for c, v in columns.items() if c not in data})
+    columns, stats = join_columns(features, len(features), spec, store, groups)
+    # one frame from its columns, not a drop, a concatenation and a reorder: on a request's few rows
+    # those cost more than the join
+    data = joined_columns({c: features[c].array for c in features.columns}, columns)
     return pd.DataFrame(data, index=features.index), stats

@@ -29,6 +29,13 @@ def _missing(value: Any) -> bool:
     return type(value).__name__ in ("NAType", "NaTType")
 
 
+def rows_of(frame: Any) -> int:
+    """Rows of a DataFrame or of ``{column: values}``."""
+    if hasattr(frame, "columns"):
+        return len(frame)
+    return len(next(iter(frame.values()))) if len(frame) else 0
+
+
 class FastScorer:
     """``score(frame)`` -> (scores, labels, unseen columns per row) of a ``ScoringModel``."""
 
@@ -53,21 +60,23 @@ class FastScorer:
 
     def matrix(self, frame: Any) -> tuple[Any, list[list[str]]]:
         """The float64 model matrix LightGBM would build from ``preprocessing.transform(frame)``, and
-        per row the categorical columns whose value was not seen in training."""
+        per row the categorical columns whose value was not seen in training. ``frame`` is a
+        DataFrame or plain columns (``{column: array or list}``, the service's request path)."""
         import numpy as np
         import pandas as pd
 
-        absent = [c for c in [*self.numeric, *self.categorical] if c not in frame.columns]
+        columns = [*self.numeric, *self.categorical]
+        absent = [c for c in columns if c not in frame]
         if absent:
             raise ValueError(f"the frame has no column(s) {absent} needed by the model")
-        n = len(frame)
-        out = np.empty((n, len(self.numeric) + len(self.categorical)), dtype="float64")
+        n = rows_of(frame)
+        out = np.empty((n, len(columns)), dtype="float64")
         for j, column in enumerate(self.numeric):
             values = frame[column]
-            if values.dtype.kind in "fiu":
-                out[:, j] = values.to_numpy(dtype="float64")
+            if getattr(values, "dtype", None) is not None and values.dtype.kind in "fiu":
+                out[:, j] = np.asarray(values, dtype="float64")
             else:
-                out[:, j] = pd.to_numeric(values, errors="coerce").astype("float64").to_numpy()
+                out[:, j] = np.asarray(pd.to_numeric(values, errors="coerce"), dtype="float64")
         unseen: list[list[str]] = [[] for _ in range(n)]
         offset = len(self.numeric)
         for k, column in enumerate(self.categorical):
@@ -93,6 +102,10 @@ class FastScorer:
         import numpy as np
 
         if not self.exact:
+            if not hasattr(frame, "columns"):
+                import pandas as pd
+
+                frame = pd.DataFrame(dict(frame))
             scored = self.model.score(frame)
             unseen = [[] for _ in range(len(frame))]
             prep = self.model.preprocessing
