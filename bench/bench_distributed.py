@@ -8,8 +8,8 @@ Dagster's asset backfill daemon would run: runs of at most N days of the raw ass
 same step), and runs of at most N days of features in runs of their own (their partition mapping
 reaches 28 days back, so the daemon does not put them in a run with the raw days they read). This
 benchmark launches those runs itself, each as ``dagster job execute`` (the run process submits its
-steps to the workers and waits): the raw runs in order, a features run as soon as every raw run
-holding a day it reads has succeeded, at most ``--runs-in-flight`` runs at once (the same for one
+steps to the workers and waits): the raw runs first, in order, then each features run as soon as
+every raw run holding a day it reads has succeeded, at most ``--runs-in-flight`` runs at once (the same for one
 and two workers). The daemon would launch the same runs, but only at its backfill ticks (every 30 s
 in Dagster 1.13), which would quantize the wall times.
 
@@ -23,7 +23,7 @@ The one- and two-worker runs must write the same files, byte for byte, and the p
 file names. Run (PostgreSQL on 127.0.0.1:5432 with trust auth, RabbitMQ on 127.0.0.1:5672 with
 guest/guest and ``rabbitmqctl`` on PATH):
 
-    PYTHONPATH=$PWD .venv/bin/python bench/bench_distributed.py                 # the year, N = 31
+    PYTHONPATH=$PWD .venv/bin/python bench/bench_distributed.py                 # the year, N = 92
     PYTHONPATH=$PWD .venv/bin/python bench/bench_distributed.py --last 2013-02-28 --chunk 15   # a check
 
 Results are printed and written to ``bench/results/distributed.json``. Only the processes, databases
@@ -197,7 +197,7 @@ def files(root: Path) -> dict[str, bytes]:
 
 
 def one_setup(workers: int, chunks: list[list[str]], history: int, chunk: int, in_flight: int, work: Path,
-              tag: str) -> dict:
+              tag: str, event_batch: int | None = None) -> dict:
     """Floor and real backfill on ``workers`` fresh workers with a fresh instance, vhost and data folder."""
     import dagster as dg
 
@@ -222,6 +222,8 @@ def one_setup(workers: int, chunks: list[list[str]], history: int, chunk: int, i
                    DAGSTER_CELERY_BACKEND_URL="rpc://", FLIGHTS_MAX_PARTITIONS_PER_RUN=str(chunk),
                    MLFLOW_TRACKING_URI=f"sqlite:///{work / 'mlflow.db'}", GX_ANALYTICS_ENABLED="false",
                    HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1", PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}")
+        if event_batch:  # Dagster writes a step's materializations and check evaluations in batches
+            env["DAGSTER_EVENT_BATCH_SIZE"] = str(event_batch)
         processes = start_workers(workers, env, logs)
         try:
             for kind, raw_job, features_job in (("floor", "bench_floor_raw_job", "bench_floor_features_job"),
@@ -246,10 +248,11 @@ def one_setup(workers: int, chunks: list[list[str]], history: int, chunk: int, i
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--last", default="2013-12-31", help="last day (from 2013-01-01); default the year")
-    parser.add_argument("--chunk", type=int, default=31, help="max_partitions_per_run N (the YAML's, via env)")
+    parser.add_argument("--chunk", type=int, default=92, help="max_partitions_per_run N (the YAML's, via env)")
     parser.add_argument("--runs-in-flight", type=int, default=3, help="runs launched at once (both setups)")
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--workdir", help="keep logs and data here (default: a temporary folder, removed)")
+    parser.add_argument("--event-batch-size", type=int, help="DAGSTER_EVENT_BATCH_SIZE for runs and workers")
     args = parser.parse_args()
     chunks, history, chunk = chunks_from_yaml(args.chunk, args.last)
     tag = f"{os.getpid()}_{uuid.uuid4().hex[:6]}"
@@ -264,7 +267,8 @@ def main() -> None:
                  "load1_before_after": [before, load1()]}
         print(f"  plain script: {plain['wall_s']:.1f} s", flush=True)
         plain_names = sorted(str(p.relative_to(work / "plain_data")) for p in (work / "plain_data").rglob("*.parquet"))
-        setups = {n: one_setup(n, chunks, history, chunk, args.runs_in_flight, work, tag) for n in args.workers}
+        setups = {n: one_setup(n, chunks, history, chunk, args.runs_in_flight, work, tag,
+                                     args.event_batch_size) for n in args.workers}
     finally:
         if not args.workdir:
             shutil.rmtree(work, ignore_errors=True)
@@ -279,7 +283,7 @@ def main() -> None:
             raise SystemExit("the runs on one and on two workers wrote different bytes")
     summary = {
         "days": sum(len(c) for c in chunks), "max_partitions_per_run": chunk, "runs_per_asset_wave": len(chunks),
-        "runs_in_flight": args.runs_in_flight, "plain": plain, "setups": {str(n): s for n, s in setups.items()},
+        "runs_in_flight": args.runs_in_flight, "event_batch_size": args.event_batch_size, "plain": plain, "setups": {str(n): s for n, s in setups.items()},
         "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]},
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="minutes"),
     }
