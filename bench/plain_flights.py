@@ -2,7 +2,9 @@
 script, with no orchestration. Same readers, same Great Expectations suites, same feature function,
 same one-Parquet-file-per-day output as the Dagster assets; nothing else.
 
-    .venv/bin/python bench/plain_flights.py OUTPUT_DIR
+    .venv/bin/python bench/plain_flights.py OUTPUT_DIR [LAST_DAY]
+
+LAST_DAY (e.g. 2013-01-31) stops at that day instead of the year's last (bench_distributed.py --last).
 """
 
 import sys
@@ -13,7 +15,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
 
-def main(out_dir: Path) -> None:
+def main(out_dir: Path, last: str | None = None) -> None:
     import datetime as dt
     from zoneinfo import ZoneInfo
 
@@ -29,7 +31,7 @@ def main(out_dir: Path) -> None:
     started = time.monotonic()
     spec = load_pipeline(PIPELINES_DIR / "flights.yaml")
     tz = spec.partitioning.timezone
-    days = daily_partitions(spec).get_partition_keys()
+    days = [day for day in daily_partitions(spec).get_partition_keys() if last is None or day <= last]
     start = dt.datetime.fromisoformat(days[0]).replace(tzinfo=ZoneInfo(tz))
     window = Window(start, dt.datetime.fromisoformat(days[-1]).replace(tzinfo=ZoneInfo(tz)) + dt.timedelta(days=1))
     reader = DataSourceResource(base_dir=str(REPO_ROOT))
@@ -57,4 +59,4 @@ def main(out_dir: Path) -> None:
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]))
+    main(Path(sys.argv[1]), sys.argv[2] if len(sys.argv) > 2 else None)

@@ -1,11 +1,13 @@
 """Beyond one machine, for real: two dagster-celery workers on the local RabbitMQ (a vhost of their
 own), started with the README's worker command, and a PostgreSQL instance (a database of its own).
-The project's own code location runs ``flights_ingest_job`` for three days with ``ML_EXECUTOR=celery``;
-the steps run on both workers and store the same features the pipeline's feature function builds.
-The storage root is an S3 bucket on moto's server (127.0.0.1, started by the test): the features
-the workers store there are what the feature function builds. The workers' MLflow tracking URI
-differs from the launching process's: a run that logs to MLflow is refused on the worker, and
-nothing lands in the worker's own store. A worker whose storage root holds another copy of a day
+The project's own code location runs ``flights_ingest_job`` then ``flights_scoring_job`` for three
+days with ``ML_EXECUTOR=celery``: the steps run on both workers. The champion they score with is a
+small LightGBM model fitted in the test on those days' real features and registered in the MLflow
+store the workers use. The storage root is an S3 bucket on moto's server (127.0.0.1, started by the
+test): every object the workers store there (raw days, features, predictions) is byte-identical to
+the file an embedded run (in process, local data folder, SQLite instance) of the same days stores,
+and the features are what the feature function builds. A run launched with another MLflow tracking
+URI than the workers' is refused on the worker, and nothing lands in either store. A worker whose storage root holds another copy of a day
 fails the step that reads it (verified reads), naming the recorded and the found hash.
 
 Marked ``distributed`` and ``slow``: it fails in CI when RabbitMQ or PostgreSQL is unreachable and
@@ -36,6 +38,9 @@ pytestmark = [pytest.mark.distributed, pytest.mark.slow]
 
 BIN = Path(sys.executable).parent
 FIRST, LAST = "2013-01-01", "2013-01-03"
+DAYS = (FIRST, "2013-01-02", LAST)
+RANGE = {"dagster/asset_partition_range_start": FIRST, "dagster/asset_partition_range_end": LAST}
+STORED = ("raw_flights", "raw_weather", "features", "predictions")
 
 
 def rabbitmqctl(*args: str) -> None:
@@ -105,10 +110,95 @@ def error_messages(instance: dg.DagsterInstance, run_id: str) -> list[str]:
     return messages
 
 
-def test_ingest_and_features_run_on_two_celery_workers_and_a_wrong_tracking_uri_or_root_is_refused(
-        tmp_path, broker_url, postgres_database, s3):
+def register_champion(tracking, spec, train, workdir: Path) -> str:
+    """A small LightGBM model fitted on ``train`` (real features), registered like every model of the
+    project (its model code and two artifacts) and given the ``champion`` alias; returns its version."""
+    import lightgbm
+    import mlflow
+
+    from ml_assets.training.registry import CHAMPION, MODEL_CODE
+    from ml_assets.training.tabular_model import Preprocessing, ScoringModel
+
+    target = spec.target.name
+    prep = Preprocessing.fit(train, spec.features.numeric, spec.features.categorical, task="classification",
+                             target=target)
+    data = lightgbm.Dataset(prep.transform(train), label=train[target].to_numpy())
+    booster = lightgbm.train({"objective": "binary", "num_leaves": 7, "learning_rate": 0.1, "verbose": -1,
+                              "seed": 0, "deterministic": True, "num_threads": 1}, data, num_boost_round=20)
+    with tracking.start_run("flights-distributed-test", run_name="champion of the celery test"):
+        info = mlflow.pyfunc.log_model(name="model", python_model=str(MODEL_CODE),
+                                       artifacts=ScoringModel(booster, prep).save(workdir / "champion"),
+                                       registered_model_name=spec.registered_model_name)
+    version = str(info.registered_model_version)
+    tracking.client().set_registered_model_alias(spec.registered_model_name, CHAMPION, version)
+    return version
+
+
+def embedded_run(spec, tmp_path: Path, monkeypatch, tracking_uri: str) -> tuple[dict[str, bytes], str]:
+    """The same days on the embedded defaults, in this process: local data folder, SQLite instance,
+    the code location's own resources. Raw days and features first; then a champion fitted on those
+    features, registered in ``tracking_uri`` (the store the workers use); then the predictions.
+    Returns ``({path under assets/: bytes}, champion version)``."""
+    import pandas as pd
+
+    from ml_assets import load_tabular_pipelines, resource_settings
+    from ml_assets.features.assets import build_features_asset
+    from ml_assets.ingest.assets import build_ingest_defs, daily_partitions
+    from ml_assets.keys import pipeline_keys
+    from ml_assets.scoring.assets import build_predictions_asset
+    from resources import build_resources
+    from resources.tracking import MlflowTracking
+
+    local = tmp_path / "local"
+    monkeypatch.delenv("ML_STORAGE_ROOT", raising=False)
+    monkeypatch.setenv("ML_DATA_DIR", str(local))
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", tracking_uri)
+    built = build_resources(**resource_settings(load_tabular_pipelines()))
+    resources = {key: built[key] for key in ("data_source", "parquet_io_manager", "io_manager", "tracking")}
+    partitions_def = daily_partitions(spec)
+    keys = pipeline_keys(spec)
+    assets = [*build_ingest_defs(spec, partitions_def).assets, build_features_asset(spec, partitions_def),
+              build_predictions_asset(spec, partitions_def)]
+    (tmp_path / "home_local").mkdir()
+    with dg.instance_for_test(temp_dir=str(tmp_path / "home_local")) as instance:
+        upstream = [*(keys.raw(source) for source in spec.sources), keys.features]
+        assert dg.materialize(assets, selection=upstream, resources=resources, instance=instance, tags=RANGE).success
+        train = pd.concat([pd.read_parquet(local / "assets" / "flights" / "features" / f"{day}.parquet") for day in DAYS],
+                          ignore_index=True)
+        train = train[train[spec.target.name].notna()].reset_index(drop=True)
+        version = register_champion(MlflowTracking(tracking_uri=tracking_uri, local_dir=str(tmp_path / "unused")),
+                                    spec, train, tmp_path)
+        assert dg.materialize(assets, selection=[keys.predictions], resources=resources, instance=instance,
+                              tags=RANGE).success
+    root = local / "assets"
+    files = {str(f.relative_to(root)): f.read_bytes() for f in root.rglob("*.parquet")
+             if not any(part.startswith(".") for part in f.relative_to(root).parts)}
+    return files, version
+
+
+def execute_job(job: str, env: dict[str, str], code: str = "definitions.py") -> subprocess.CompletedProcess:
+    """``dagster job execute`` of ``job`` over the test's days (the run process submits its steps)."""
+    return subprocess.run(
+        [str(BIN / "dagster"), "job", "execute", "-f", code, "-j", job, "--tags", json.dumps(RANGE)],
+        cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=900,
+    )
+
+
+def steps_on_workers(instance: dg.DagsterInstance, run_id: str) -> dict[str, str]:
+    """``{step key: celery worker host}`` of a run, from its steps' engine events."""
+    on_worker: dict[str, str] = {}
+    for entry in instance.all_logs(run_id, of_type=dg.DagsterEventType.ENGINE_EVENT):
+        data = entry.dagster_event.engine_event_data
+        if "Celery worker" in data.metadata:
+            on_worker[entry.step_key] = data.metadata["Celery worker"].value
+    return on_worker
+
+
+def test_ingest_features_and_predictions_run_on_two_celery_workers_and_a_wrong_tracking_uri_or_root_is_refused(
+        tmp_path, broker_url, postgres_database, s3, flights_spec, monkeypatch):
     import io
 
+    import mlflow
     import pandas as pd
 
     home = tmp_path / "dagster_home"
@@ -117,12 +207,12 @@ def test_ingest_and_features_run_on_two_celery_workers_and_a_wrong_tracking_uri_
         "storage:\n  postgres:\n    postgres_url: "
         f"postgresql+psycopg2://postgres@127.0.0.1:5432/{postgres_database}\ntelemetry:\n  enabled: false\n"
     )
+    worker_uri = f"sqlite:///{tmp_path / 'worker-mlflow.db'}"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DAGSTER_", "MLFLOW_"))}
     env.update(DAGSTER_HOME=str(home), ML_DATA_DIR=str(tmp_path / "data"), ML_EXECUTOR="celery",
                ML_STORAGE_ROOT=f"s3://{S3_BUCKET}/dist",
                DAGSTER_CELERY_BROKER_URL=broker_url, DAGSTER_CELERY_BACKEND_URL="rpc://",
-               MLFLOW_TRACKING_URI=f"sqlite:///{tmp_path / 'worker-mlflow.db'}",
-               PYTHONUNBUFFERED="1",
+               MLFLOW_TRACKING_URI=worker_uri, PYTHONUNBUFFERED="1",
                # `dagster-celery worker start` runs `celery` from PATH: the virtualenv's bin first
                PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}")
     # the instance's tables first, as the README says: two workers starting together on an empty
@@ -134,25 +224,22 @@ def test_ingest_and_features_run_on_two_celery_workers_and_a_wrong_tracking_uri_
     try:
         for name in logs:
             workers[name] = start_worker(name, env, logs[name])
+        # while the workers start: the embedded run of the same days, and the champion both score with
+        local, version = embedded_run(flights_spec, tmp_path, monkeypatch, worker_uri)
+        assert sorted(local) == sorted(f"flights/{asset}/{day}.parquet" for asset in STORED for day in DAYS)
         wait_until_ready(workers, logs)
-        tags = {"dagster/asset_partition_range_start": FIRST, "dagster/asset_partition_range_end": LAST}
-        run = subprocess.run(
-            [str(BIN / "dagster"), "job", "execute", "-f", "definitions.py", "-j", "flights_ingest_job",
-             "--tags", json.dumps(tags)],
-            cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=900,
-        )
-        worker_logs = "\n".join(p.read_text(errors="replace")[-2000:] for p in logs.values())
-        assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:] + worker_logs
+        for job in ("flights_ingest_job", "flights_scoring_job"):
+            run = execute_job(job, env)
+            worker_logs = "\n".join(p.read_text(errors="replace")[-2000:] for p in logs.values())
+            assert run.returncode == 0, job + run.stdout[-3000:] + run.stderr[-3000:] + worker_logs
+        stored = s3_objects(s3, "dist/assets")
         # launched with another tracking store than the workers have: refused on the worker
         launcher_uri = f"sqlite:///{tmp_path / 'launcher-mlflow.db'}"
-        refused = subprocess.run(
-            [str(BIN / "dagster"), "job", "execute", "-f", "tests/distributed_defs.py", "-j", "tracked_job"],
-            cwd=REPO_ROOT, env=dict(env, MLFLOW_TRACKING_URI=launcher_uri), capture_output=True, text=True,
-            timeout=600,
-        )
+        refused = execute_job("tracked_job", dict(env, MLFLOW_TRACKING_URI=launcher_uri), code="tests/distributed_defs.py")
         assert refused.returncode != 0
+        assert not (tmp_path / "launcher-mlflow.db").exists()
+        assert mlflow.MlflowClient(tracking_uri=worker_uri).get_experiment_by_name("distributed-test") is None
         # a worker whose root holds another copy of raw_weather LAST: the features step it runs fails
-        stored = s3_objects(s3, "dist/assets")
         for key, data in stored.items():
             s3.put_object(Bucket=S3_BUCKET, Key=f"stale/assets/{key}", Body=data)
         weather = f"flights/raw_weather/{LAST}.parquet"
@@ -175,7 +262,8 @@ def test_ingest_and_features_run_on_two_celery_workers_and_a_wrong_tracking_uri_
     instance = dg.DagsterInstance.from_config(str(home))
     try:
         assert type(instance.run_storage).__name__ == "PostgresRunStorage"
-        record, refused_record, stale_record = sorted(instance.get_run_records(), key=lambda r: r.create_timestamp)
+        record, scoring_record, refused_record, stale_record = sorted(instance.get_run_records(),
+                                                                      key=lambda r: r.create_timestamp)
         assert stale_record.dagster_run.status == dg.DagsterRunStatus.FAILURE
         errors = " ".join(error_messages(instance, stale_record.dagster_run.run_id))
         recorded = "sha256:" + hashlib.sha256(stored[weather]).hexdigest()
@@ -183,31 +271,39 @@ def test_ingest_and_features_run_on_two_celery_workers_and_a_wrong_tracking_uri_
         assert f"partition {LAST} of flights/raw_weather: the stored file s3://{S3_BUCKET}/stale/assets/{weather}" in errors
         assert f"recorded {recorded}, found {found}" in errors
         assert f"recorded as stored at s3://{S3_BUCKET}/dist/assets/{weather}" in errors
-        assert len(instance.get_materialized_partitions(dg.AssetKey(["flights", "features"]))) == 3
         assert record.dagster_run.status == dg.DagsterRunStatus.SUCCESS
+        assert scoring_record.dagster_run.status == dg.DagsterRunStatus.SUCCESS
         assert refused_record.dagster_run.status == dg.DagsterRunStatus.FAILURE
         assert refused_record.dagster_run.tags[TRACKING_URI_TAG] == launcher_uri
         errors = " ".join(error_messages(instance, refused_record.dagster_run.run_id))
-        assert f"this process's MLflow tracking URI is sqlite:///{tmp_path / 'worker-mlflow.db'}" in errors
+        assert f"this process's MLflow tracking URI is {worker_uri}" in errors
         assert f"logs to {launcher_uri}" in errors
-        assert not (tmp_path / "worker-mlflow.db").exists() and not (tmp_path / "launcher-mlflow.db").exists()
-        on_worker: dict[str, str] = {}
-        for entry in instance.all_logs(record.dagster_run.run_id, of_type=dg.DagsterEventType.ENGINE_EVENT):
-            data = entry.dagster_event.engine_event_data
-            if "Celery worker" in data.metadata:
-                on_worker[entry.step_key] = data.metadata["Celery worker"].value
+        on_worker = steps_on_workers(instance, record.dagster_run.run_id)
         assert set(on_worker) == {"flights__raw_flights", "flights__raw_weather", "flights__features"}
         assert {host.split("@")[0] for host in on_worker.values()} == {"worker1", "worker2"}, on_worker
-        materialized = instance.get_materialized_partitions(dg.AssetKey(["flights", "features"]))
-        assert materialized == {FIRST, "2013-01-02", LAST}
+        scored_on = steps_on_workers(instance, scoring_record.dagster_run.run_id)
+        assert set(scored_on) == {"flights__predictions"}
+        assert scored_on["flights__predictions"].split("@")[0] in {"worker1", "worker2"}
+        for asset in STORED:
+            assert instance.get_materialized_partitions(dg.AssetKey(["flights", asset])) == set(DAYS), asset
+        predictions = instance.get_latest_materialization_event(dg.AssetKey(["flights", "predictions"]))
+        assert predictions.run_id == scoring_record.dagster_run.run_id
     finally:
         instance.dispose()
 
-    # the workers stored exactly what the pipeline's feature function builds for those days
-    expected = real_features(FIRST, LAST)
+    # every object the workers stored is the embedded run's file, byte for byte, at the same path
     assert not (tmp_path / "data" / "assets").exists()  # everything went to the bucket
-    features = pd.concat([pd.read_parquet(io.BytesIO(stored[f"flights/features/{day}.parquet"]))
-                          for day in (FIRST, "2013-01-02", LAST)], ignore_index=True)
+    assert sorted(stored) == sorted(local)
+    assert [key for key in local if stored[key] != local[key]] == []
+    # the features are what the pipeline's feature function builds for those days
+    expected = real_features(FIRST, LAST)
+    features = pd.concat([pd.read_parquet(io.BytesIO(stored[f"flights/features/{day}.parquet"])) for day in DAYS],
+                         ignore_index=True)
     assert len(features) == len(expected) > 2000
     pd.testing.assert_frame_equal(features[expected.columns].reset_index(drop=True), expected.reset_index(drop=True),
                                   check_dtype=False)
+    # and every flight of those days is scored by the champion fitted in this test
+    scored = pd.concat([pd.read_parquet(io.BytesIO(stored[f"flights/predictions/{day}.parquet"])) for day in DAYS],
+                       ignore_index=True)
+    assert len(scored) == len(features) and set(scored["model_version"]) == {version}
+    assert scored["delayed_score"].between(0, 1).all() and scored["delayed_score"].nunique() > 10
