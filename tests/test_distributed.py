@@ -3,12 +3,14 @@ own), started with the README's worker command, and a PostgreSQL instance (a dat
 The project's own code location runs ``flights_ingest_job`` then ``flights_scoring_job`` for three
 days with ``ML_EXECUTOR=celery``: the steps run on both workers. The champion they score with is a
 small LightGBM model fitted in the test on those days' real features and registered in the MLflow
-store the workers use. The storage root is an S3 bucket on moto's server (127.0.0.1, started by the
-test): every object the workers store there (raw days, features, predictions) is byte-identical to
-the file an embedded run (in process, local data folder, SQLite instance) of the same days stores,
-and the features are what the feature function builds. A run launched with another MLflow tracking
-URI than the workers' is refused on the worker, and nothing lands in either store. A worker whose storage root holds another copy of a day
-fails the step that reads it (verified reads), naming the recorded and the found hash.
+server the workers use (the README's production setup: ``mlflow server`` with its store in schema
+``mlflow`` of the same PostgreSQL database, artifacts proxied). The storage root is an S3 bucket on
+moto's server (127.0.0.1, started by the test): every object the workers store there (raw days,
+features, predictions) is byte-identical to the file an embedded run (in process, local data
+folder, SQLite instance) of the same days stores, and the features are what the feature function
+builds. A run launched with another MLflow tracking URI than the workers' is refused on the worker,
+and nothing lands in either store. A worker whose storage root holds another copy of a day fails
+the step that reads it (verified reads), naming the recorded and the found hash.
 
 Marked ``distributed`` and ``slow``: it fails in CI when RabbitMQ or PostgreSQL is unreachable and
 skips with the reason elsewhere. It stops only the worker processes it started (their own process
@@ -33,6 +35,7 @@ import pytest
 
 from ml_assets.keys import TRACKING_URI_TAG
 from tests.conftest import REPO_ROOT, S3_BUCKET, real_features, require_service, s3_objects
+from tests.test_mlflow_postgres import mlflow_server  # noqa: F401  (the README's MLflow server, a fixture)
 
 pytestmark = [pytest.mark.distributed, pytest.mark.slow]
 
@@ -195,7 +198,7 @@ def steps_on_workers(instance: dg.DagsterInstance, run_id: str) -> dict[str, str
 
 
 def test_ingest_features_and_predictions_run_on_two_celery_workers_and_a_wrong_tracking_uri_or_root_is_refused(
-        tmp_path, broker_url, postgres_database, s3, flights_spec, monkeypatch):
+        tmp_path, broker_url, postgres_database, mlflow_server, s3, flights_spec, monkeypatch):  # noqa: F811
     import io
 
     import mlflow
@@ -207,7 +210,9 @@ def test_ingest_features_and_predictions_run_on_two_celery_workers_and_a_wrong_t
         "storage:\n  postgres:\n    postgres_url: "
         f"postgresql+psycopg2://postgres@127.0.0.1:5432/{postgres_database}\ntelemetry:\n  enabled: false\n"
     )
-    worker_uri = f"sqlite:///{tmp_path / 'worker-mlflow.db'}"
+    # the workers track to the README's production MLflow: a server on the same PostgreSQL database
+    # (schema mlflow), artifacts proxied; the champion they score with is loaded through it
+    worker_uri, server_artifacts = mlflow_server
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DAGSTER_", "MLFLOW_"))}
     env.update(DAGSTER_HOME=str(home), ML_DATA_DIR=str(tmp_path / "data"), ML_EXECUTOR="celery",
                ML_STORAGE_ROOT=f"s3://{S3_BUCKET}/dist",
@@ -307,3 +312,5 @@ def test_ingest_features_and_predictions_run_on_two_celery_workers_and_a_wrong_t
                        ignore_index=True)
     assert len(scored) == len(features) and set(scored["model_version"]) == {version}
     assert scored["delayed_score"].between(0, 1).all() and scored["delayed_score"].nunique() > 10
+    # the champion's files went through the server (artifact proxying), not into a worker's folder
+    assert {"MLmodel", "booster.txt"} <= {p.name for p in server_artifacts.rglob("*") if p.is_file()}
