@@ -92,3 +92,22 @@ def test_baselines_fit_on_a_capped_seeded_sample(flights_spec, real_splits):
     assert sampled_auc == pytest.approx(full_auc, abs=0.02) and sampled_auc > 0.6
     again = baseline_scores(capped, train, test, None)
     np.testing.assert_array_equal(again["logistic"][1], scores["logistic"][1])
+
+
+def test_baseline_train_rows_are_those_of_the_copied_train_window(flights_spec, real_splits):
+    """The evaluation takes the prior's labels and the baselines' sample from the training set by
+    position: the same frames as copying the train window first, capped or not."""
+    from ml_assets.config.tabular import SPLIT_COLUMN
+    from ml_assets.evaluation.report import baseline_fit_rows, baseline_train_rows
+    from ml_assets.training.windows import split_rows
+
+    training_set = pd.concat([part.assign(**{SPLIT_COLUMN: name}) for name, part in real_splits.items()],
+                             ignore_index=True).sample(frac=1.0, random_state=0).reset_index(drop=True)
+    train = split_rows(training_set, "train")
+    for cap in (len(train) // 4, len(train) + 1):
+        spec = flights_spec.model_copy(update={"evaluation": flights_spec.evaluation.model_copy(
+            update={"baseline_max_rows": cap})})
+        labels, rows = baseline_train_rows(spec, training_set)
+        pd.testing.assert_frame_equal(labels, train[["delayed"]])
+        pd.testing.assert_frame_equal(rows, baseline_fit_rows(spec, train))
+        assert len(rows) == min(cap, len(train))
