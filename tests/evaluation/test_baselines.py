@@ -10,7 +10,7 @@ import pytest
 
 from ml_assets.evaluation.baselines import column_mean_baseline, logistic_baseline
 from ml_assets.evaluation.metrics import evaluate
-from tests.conftest import FEATURES
+from tests.conftest import CATEGORICAL, FEATURES, NUMERIC
 
 
 RATES = ["route_delay_rate_28d", "carrier_delay_rate_28d"]
@@ -111,3 +111,18 @@ def test_baseline_train_rows_are_those_of_the_copied_train_window(flights_spec, 
         pd.testing.assert_frame_equal(labels, train[["delayed"]])
         pd.testing.assert_frame_equal(rows, baseline_fit_rows(spec, train))
         assert len(rows) == min(cap, len(train))
+
+
+def test_linear_scores_in_chunks_are_the_scores_of_the_whole_frame(real_splits):
+    """The logistic baseline scores a large test window a chunk of rows at a time: the same scores
+    (to float rounding) as one call on the whole window."""
+    from ml_assets.evaluation.baselines import linear_baseline, linear_scores
+    from ml_assets.training.registry import model_input
+
+    train, test = real_splits["train"], real_splits["test"]
+    model = linear_baseline(train, (NUMERIC, CATEGORICAL), target="delayed")
+    rows = model_input(test, NUMERIC, CATEGORICAL)
+    whole = linear_scores(model, rows, "classification", chunk_rows=len(rows))
+    chunked = linear_scores(model, rows, "classification", chunk_rows=997)
+    assert len(rows) > 5 * 997 and chunked.shape == whole.shape == (len(rows),)
+    np.testing.assert_allclose(chunked, whole, rtol=0, atol=1e-12)
