@@ -51,16 +51,18 @@ def run_scale(times: int, workdir: Path, stages: list[str] | None = None) -> dic
     from make_scaled_flights import make
 
     source = workdir / f"flights_x{times}.csv"
-    rows = make(times, source)
+    # a kept workdir (--keep-data) is reused: its data, instance and MLflow store stay, so a later
+    # stage can be rerun without redoing the ones before it
+    rows = make(times, source) if not source.exists() else sum(1 for _ in source.open()) - 1
     home = workdir / "dagster_home"
-    home.mkdir()
+    home.mkdir(exist_ok=True)
     shutil.copy(REPO_ROOT / "dagster_home" / "dagster.yaml", home / "dagster.yaml")
     env = base_env() | {
         "DAGSTER_HOME": str(home), "ML_DATA_DIR": str(workdir / "data"),
         "MLFLOW_TRACKING_URI": f"sqlite:///{workdir / 'mlflow' / 'mlflow.db'}",
         "FLIGHTS_SOURCE_PATH": str(source), "FLIGHTS_TUNING_TRIALS": "0",
     }
-    (workdir / "mlflow").mkdir()
+    (workdir / "mlflow").mkdir(exist_ok=True)
     results: dict[str, dict[str, float]] = {"rows": {"flights": rows}}
     for name, cmd in stage_commands().items():
         if stages and name not in stages:
@@ -83,14 +85,18 @@ def main() -> None:
     parser.add_argument("--out", default="scale.json", help="file name under bench/results")
     parser.add_argument("--stages", nargs="+", choices=list(stage_commands()), default=None,
                         help="run only these stages (in the job's order; a later stage needs the earlier ones)")
+    parser.add_argument("--keep-data", action="store_true",
+                        help="keep each scale's data, instance and MLflow store in --workdir and reuse them on the"
+                             " next run (rerun a later stage without the earlier ones)")
     args = parser.parse_args()
     base = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="bench_scale_"))
     summary: dict = {"scales": {}, "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]}}
     for times in args.scales:
         workdir = base / f"x{times}"
-        workdir.mkdir(parents=True)
+        workdir.mkdir(parents=True, exist_ok=args.keep_data)
         summary["scales"][str(times)] = run_scale(times, workdir, args.stages)
-        shutil.rmtree(workdir / "data", ignore_errors=True)
+        if not args.keep_data:
+            shutil.rmtree(workdir / "data", ignore_errors=True)
     if args.full_main_at:
         workdir = base / f"x{args.full_main_at}"
         workdir.mkdir(parents=True)

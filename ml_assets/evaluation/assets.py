@@ -158,8 +158,11 @@ def build_evaluation_asset(spec: PipelineSpec, retry_policy: dg.RetryPolicy = ML
     @retry_only_unreachable
     def _evaluation(context: dg.AssetExecutionContext, tracking: MlflowTracking, model, training_set):
         from ml_assets.evaluation.report import evaluate_version
+        from ml_assets.memory import release_freed_memory
         from ml_assets.training.registry import ModelLoadError, load_model
 
+        # in process after the model's step (the training job): its freed frames go back first
+        release_freed_memory()
         tracking.check_reachable()
         new_model = load_model(tracking, model.model_uri)
         before = tracking.alias_version(name, CHAMPION)

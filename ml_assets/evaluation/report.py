@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ml_assets.config.tabular import PipelineSpec
+from ml_assets.config.tabular import SPLIT_COLUMN, PipelineSpec
 from ml_assets.training.windows import split_rows
 
 
@@ -47,6 +47,23 @@ def baseline_fit_rows(spec: PipelineSpec, train: Any) -> Any:
     return capped_sample(train, spec.evaluation.baseline_max_rows, seed=spec.model.seed, stratify=stratify)
 
 
+def baseline_train_rows(spec: PipelineSpec, training_set: Any) -> tuple[Any, Any]:
+    """``(labels, fit_rows)`` of the train window of ``training_set``: its target column (every train
+    row: the prior) and ``baseline_fit_rows`` of it, the same rows in the same order, taken from the
+    training set by position without copying the whole train window first."""
+    import numpy as np
+
+    from ml_assets.training.windows import capped_positions
+
+    target = spec.target.name
+    train_index = np.flatnonzero((training_set[SPLIT_COLUMN] == "train").to_numpy())
+    labels = training_set[[target]].iloc[train_index].reset_index(drop=True)
+    picked = capped_positions(len(train_index), spec.evaluation.baseline_max_rows, seed=spec.model.seed,
+                              labels=labels[target] if spec.target.task != "regression" else None)
+    rows = train_index if picked is None else train_index[picked]
+    return labels, training_set.iloc[rows].reset_index(drop=True)
+
+
 def baseline_sample_text(spec: PipelineSpec, train_rows: int) -> str:
     """How the baselines were fitted, for people (the evaluation's metadata)."""
     cap = spec.evaluation.baseline_max_rows
@@ -57,9 +74,12 @@ def baseline_sample_text(spec: PipelineSpec, train_rows: int) -> str:
             " evaluation.baseline_max_rows); the prior uses every train row")
 
 
-def baseline_scores(spec: PipelineSpec, train: Any, test: Any, classes: list[str] | None) -> dict[str, tuple[str, Any]]:
+def baseline_scores(spec: PipelineSpec, train: Any, test: Any, classes: list[str] | None,
+                    fit_rows: Any = None) -> dict[str, tuple[str, Any]]:
     """``{key: (description, scores on test)}`` of every baseline: the prior, the linear model on the
-    same features and the naive baselines the YAML declares."""
+    same features and the naive baselines the YAML declares. ``fit_rows``: the train rows the linear
+    and naive baselines fit on when already drawn (``baseline_train_rows``; ``train`` then needs only
+    the target), else ``baseline_fit_rows(spec, train)``."""
     from ml_assets.evaluation.baselines import column_mean_baseline, linear_baseline, linear_scores, prior_baseline
     from ml_assets.training.registry import model_input
 
@@ -67,7 +87,7 @@ def baseline_scores(spec: PipelineSpec, train: Any, test: Any, classes: list[str
     numeric, categorical = list(spec.features.numeric), list(spec.features.categorical)
     prior = prior_baseline(train, len(test), target=target, classes=classes)
     # constant-size work: the linear model (and the naive fallback) on a capped, seeded sample
-    train = baseline_fit_rows(spec, train)
+    train = baseline_fit_rows(spec, train) if fit_rows is None else fit_rows
     linear = linear_baseline(train, (numeric, categorical), target=target, task=task, classes=classes,
                              seed=spec.model.seed)
     linear_name = "linear" if task == "regression" else "logistic"
@@ -106,12 +126,15 @@ def evaluate_version(
     from ml_assets.evaluation.stats import delong_test
     from ml_assets.training.boosting import target_array
 
-    test, train = split_rows(training_set, "test"), split_rows(training_set, "train")
+    # the train window is not copied whole: its labels (the prior) and the baselines' capped sample
+    test = split_rows(training_set, "test")
+    train, fit_rows = baseline_train_rows(spec, training_set)
     target, evaluation, task = spec.target.name, spec.evaluation, spec.target.task
     classes = list(model.preprocessing.classes) if task == "multiclass" else None
     y = target_array(test, target, classes)
     new = model.score(test)
-    baselines = baseline_scores(spec, train, test, classes)
+    baselines = baseline_scores(spec, train, test, classes, fit_rows)
+    del fit_rows
     plots: dict[str, Path] = {}
     versus = calibration = None
     if task == "classification":

@@ -301,6 +301,21 @@ def build_reference(frame, columns: DriftColumns = DriftColumns(), sample_size: 
                      source_rows=int(len(frame)), seed=seed)
 
 
+def window_stats(frame, columns: DriftColumns) -> dict[str, dict[str, Any]]:
+    """The per-column statistics ``build_reference`` records (``columns.features`` only), computed
+    one column at a time: the same values without a normalised copy of the whole frame."""
+    missing = [c for c in columns.features if c not in frame.columns]
+    if missing:
+        raise ValueError(f"reference frame lacks drift columns {missing}")
+    if len(frame) == 0:
+        raise ValueError("reference frame has 0 rows")
+    stats = {c: _column_stats(_normalize(frame, columns, [c])[c], columns.type_of(c)) for c in columns.features}
+    empty = [c for c in columns.features if stats[c]["missing_share"] == 1.0]
+    if empty:
+        raise ValueError(f"reference columns entirely null: {empty}")
+    return stats
+
+
 #: Upper bounds of bounded distances: Evidently's Jensen-Shannon distance (natural logarithm) is at
 #: most sqrt(ln 2), reached when the two distributions share no value.
 DISTANCE_BOUNDS = {"jensenshannon": math.sqrt(math.log(2)), "hellinger": 1.0}
@@ -343,6 +358,19 @@ def drift_scores(reference: Reference, current, config: DriftConfig) -> dict[str
     result = compute_drift(reference, current, config)
     rows = list(result.columns) + ([result.prediction] if result.prediction is not None else [])
     return {row.column: row.score for row in rows if row.score is not None}
+
+
+def left_out_pool(data, rest, size: int, seed: int):
+    """The rows of ``data`` where ``rest`` is true, or beyond ``size`` of them the very rows, in the
+    same order and with the same index, that ``data[rest].sample(n=size, random_state=seed)``
+    draws, without copying every row of ``rest`` first (in a calibration it is the whole window less
+    one day)."""
+    import numpy as np
+
+    kept = np.flatnonzero(rest)
+    if len(kept) > size:
+        kept = kept[np.random.RandomState(seed).choice(len(kept), size=size, replace=False)]
+    return data.iloc[kept]
 
 
 def calibrate_thresholds(reference: Reference, frame, config: DriftConfig = DriftConfig(),
@@ -388,12 +416,11 @@ def calibrate_thresholds(reference: Reference, frame, config: DriftConfig = Drif
         if pool is None:
             rest = np.ones(len(data), dtype=bool)
             rest[positions] = False
-            others = data[rest]
+            source = data
         else:
             rest = ~np.isin(pool_days, np.unique(frame_days[positions]))
-            others = pool_data[rest]
-        if len(others) > pool_size:
-            others = others.sample(n=pool_size, random_state=config.seed)
+            source = pool_data
+        others = left_out_pool(source, rest, pool_size, config.seed)
         # score every chunk with the fallbacks only: the scores do not depend on thresholds
         left_out = Reference(columns, others.reset_index(drop=True), reference.stats, int(rest.sum()), reference.seed)
         for column, score in scorer(left_out, frame.iloc[positions], plain_config).items():

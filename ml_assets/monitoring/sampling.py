@@ -50,7 +50,8 @@ def sample_reference(features: Any, days: list[str], model: Any, columns: Any, c
     import numpy as np
     import pandas as pd
 
-    from ml_assets.monitoring.drift import build_reference, calibrate_thresholds, calibration_chunks
+    from ml_assets.memory import release_freed_memory
+    from ml_assets.monitoring.drift import build_reference, calibrate_thresholds, calibration_chunks, window_stats
 
     counts = [features.num_rows(day) for day in days]
     total = int(sum(counts))
@@ -80,8 +81,9 @@ def sample_reference(features: Any, days: list[str], model: Any, columns: Any, c
     window_columns = type(columns)(tuple(columns.numeric), tuple(columns.categorical), None)
     whole = pd.concat(parts, ignore_index=True)
     del parts
-    stats = build_reference(whole, window_columns, sample_size=len(whole), seed=seed).stats
+    stats = window_stats(whole, window_columns)
     del whole
+    release_freed_memory()  # the window's columns and the days read for them, before the scoring
     # the sample, back in the order DataFrame.sample returns it, and scored
     sample = pd.concat(picked, ignore_index=True).iloc[np.searchsorted(ordered, positions)].reset_index(drop=True)
     sample[columns.prediction] = model.score(sample)["score"].to_numpy()
@@ -93,11 +95,17 @@ def sample_reference(features: Any, days: list[str], model: Any, columns: Any, c
     chunks, _ = calibration_chunks(day_frame, PARTITION_COLUMN, config)
     chosen = [str(day_frame[PARTITION_COLUMN].iloc[positions[0]]) for positions in chunks]
     del day_frame
+    # only what the calibration compares is kept of each scored day: its monitored columns, the
+    # prediction and the day (every day is the whole window: all columns would be its full width)
+    kept_columns = list(dict.fromkeys([*monitored, PARTITION_COLUMN]))
     scored_days = []
     for day in chosen:
         frame = features.read(day)
-        scored_days.append(frame.assign(**{columns.prediction: model.score(frame)["score"].to_numpy()}))
+        scores = model.score(frame)["score"].to_numpy()
+        scored_days.append(frame[kept_columns].assign(**{columns.prediction: scores}))
+        del frame, scores
     calibration = pd.concat(scored_days, ignore_index=True)
+    del scored_days
     # Each calibration day is compared with the rest of the window (left out). When every day of the
     # window is calibrated (the default, up to 365 days), the scored days are the window: the same
     # calibration as a whole-window build. Otherwise a day's pool is the scored sample less that

@@ -173,9 +173,12 @@ def build_model_asset(spec: PipelineSpec, pipeline_file: Path, retry_policy: dg.
     )
     @retry_only_unreachable
     def _model(context: dg.AssetExecutionContext, tracking: MlflowTracking, training_set) -> dg.Output:
+        from ml_assets.memory import release_freed_memory
         from ml_assets.training.fitting import file_sha256, fit_model, git_commit, log_and_register
         from ml_assets.training.registry import abandon_stale_candidates
 
+        # in process after the training set's step (the training job): its freed frames go back first
+        release_freed_memory()
         try:
             tracking.check_reachable()
         except MlflowUnavailableError as exc:

@@ -260,29 +260,38 @@ def build_training_set(
     return pd.concat(parts, ignore_index=True), windows
 
 
-def capped_sample(frame: Any, max_rows: int | None, *, seed: int, stratify: str | None = None) -> Any:
-    """``frame`` when it has at most ``max_rows`` rows, else a seeded sample of ``max_rows`` rows in
-    their original order; with ``stratify`` (a column) each value keeps its share of the rows (largest
-    remainders; missing values are a stratum of their own)."""
+def capped_positions(n: int, max_rows: int | None, *, seed: int, labels: Any = None) -> Any:
+    """Positions (sorted) of the ``capped_sample`` of an ``n``-row frame, or None when every row is
+    kept; ``labels`` (a Series of the stratifying column, ``n`` values) stratifies the draw."""
     import numpy as np
 
-    n = len(frame)
     if max_rows is None or n <= max_rows:
-        return frame
+        return None
     rng = np.random.default_rng(seed)
-    if stratify is None:
+    if labels is None:
         picked = rng.choice(n, size=max_rows, replace=False)
     else:
         import pandas as pd
 
-        codes = pd.factorize(frame[stratify])[0]  # missing values: code -1, a stratum of their own
+        codes = pd.factorize(labels)[0]  # missing values: code -1, a stratum of their own
         strata = [np.flatnonzero(codes == code) for code in np.unique(codes)]
         exact = np.array([len(s) * max_rows / n for s in strata])
         take = np.floor(exact).astype(int)
         for i in np.argsort(-(exact - take), kind="stable")[: max_rows - int(take.sum())]:
             take[i] += 1
         picked = np.concatenate([rng.choice(s, size=k, replace=False) for s, k in zip(strata, take)])
-    return frame.iloc[np.sort(picked)].reset_index(drop=True)
+    return np.sort(picked)
+
+
+def capped_sample(frame: Any, max_rows: int | None, *, seed: int, stratify: str | None = None) -> Any:
+    """``frame`` when it has at most ``max_rows`` rows, else a seeded sample of ``max_rows`` rows in
+    their original order; with ``stratify`` (a column) each value keeps its share of the rows (largest
+    remainders; missing values are a stratum of their own)."""
+    picked = capped_positions(len(frame), max_rows, seed=seed,
+                              labels=frame[stratify] if stratify is not None else None)
+    if picked is None:
+        return frame
+    return frame.iloc[picked].reset_index(drop=True)
 
 
 def model_columns(spec: PipelineSpec) -> list[str]:

@@ -10,7 +10,7 @@ import pytest
 
 from ml_assets.evaluation.baselines import column_mean_baseline, logistic_baseline
 from ml_assets.evaluation.metrics import evaluate
-from tests.conftest import FEATURES
+from tests.conftest import CATEGORICAL, FEATURES, NUMERIC
 
 
 RATES = ["route_delay_rate_28d", "carrier_delay_rate_28d"]
@@ -92,3 +92,37 @@ def test_baselines_fit_on_a_capped_seeded_sample(flights_spec, real_splits):
     assert sampled_auc == pytest.approx(full_auc, abs=0.02) and sampled_auc > 0.6
     again = baseline_scores(capped, train, test, None)
     np.testing.assert_array_equal(again["logistic"][1], scores["logistic"][1])
+
+
+def test_baseline_train_rows_are_those_of_the_copied_train_window(flights_spec, real_splits):
+    """The evaluation takes the prior's labels and the baselines' sample from the training set by
+    position: the same frames as copying the train window first, capped or not."""
+    from ml_assets.config.tabular import SPLIT_COLUMN
+    from ml_assets.evaluation.report import baseline_fit_rows, baseline_train_rows
+    from ml_assets.training.windows import split_rows
+
+    training_set = pd.concat([part.assign(**{SPLIT_COLUMN: name}) for name, part in real_splits.items()],
+                             ignore_index=True).sample(frac=1.0, random_state=0).reset_index(drop=True)
+    train = split_rows(training_set, "train")
+    for cap in (len(train) // 4, len(train) + 1):
+        spec = flights_spec.model_copy(update={"evaluation": flights_spec.evaluation.model_copy(
+            update={"baseline_max_rows": cap})})
+        labels, rows = baseline_train_rows(spec, training_set)
+        pd.testing.assert_frame_equal(labels, train[["delayed"]])
+        pd.testing.assert_frame_equal(rows, baseline_fit_rows(spec, train))
+        assert len(rows) == min(cap, len(train))
+
+
+def test_linear_scores_in_chunks_are_the_scores_of_the_whole_frame(real_splits):
+    """The logistic baseline scores a large test window a chunk of rows at a time: the same scores
+    (to float rounding) as one call on the whole window."""
+    from ml_assets.evaluation.baselines import linear_baseline, linear_scores
+    from ml_assets.training.registry import model_input
+
+    train, test = real_splits["train"], real_splits["test"]
+    model = linear_baseline(train, (NUMERIC, CATEGORICAL), target="delayed")
+    rows = model_input(test, NUMERIC, CATEGORICAL)
+    whole = linear_scores(model, rows, "classification", chunk_rows=len(rows))
+    chunked = linear_scores(model, rows, "classification", chunk_rows=997)
+    assert len(rows) > 5 * 997 and chunked.shape == whole.shape == (len(rows),)
+    np.testing.assert_allclose(chunked, whole, rtol=0, atol=1e-12)

@@ -13,7 +13,14 @@ import pytest
 
 from ml_assets.config import load_pipeline
 from ml_assets.config.tabular import PARTITION_COLUMN
-from ml_assets.monitoring.drift import build_reference, calibrate_thresholds, compute_drift, drift_settings
+from ml_assets.monitoring.drift import (
+    build_reference,
+    calibrate_thresholds,
+    compute_drift,
+    drift_settings,
+    left_out_pool,
+    window_stats,
+)
 from ml_assets.monitoring.sampling import sample_positions, sample_reference
 from resources.parquet_io import atomic_write_parquet
 from resources.partition_reader import StoredPartitions
@@ -136,3 +143,27 @@ def test_drift_by_day_reads_stored_days_or_frames_alike(stored, tmp_path):
     for a, b in zip(from_files, from_frames):
         assert a.result.to_dict() | {"seconds": 0} == b.result.to_dict() | {"seconds": 0}
         assert a.result.prediction_score is not None and a.result.current_rows == store.num_rows(a.day)
+
+
+def test_left_out_pool_draws_the_rows_of_a_sample_of_the_rest(stored):
+    """The calibration's pool of a day is taken from the window without copying the rest of it
+    first: the same rows, order and index as ``window[rest].sample(n, random_state=seed)``."""
+    features, _ = stored
+    window = features[list(COLUMNS.features)].reset_index(drop=True)
+    rest = (features[PARTITION_COLUMN] != "2013-06-10").to_numpy()
+    assert 0 < (~rest).sum() and rest.sum() > 3_000
+    for seed in (0, 7):
+        pd.testing.assert_frame_equal(left_out_pool(window, rest, 3_000, seed),
+                                      window[rest].sample(n=3_000, random_state=seed))
+    # no more rows than wanted: all of them, in order
+    small = rest & (features[PARTITION_COLUMN] == "2013-06-11").to_numpy()
+    pd.testing.assert_frame_equal(left_out_pool(window, small, 3_000, 0), window[small])
+
+
+def test_window_stats_are_those_of_build_reference(stored):
+    features, _ = stored
+    window_columns = dataclasses.replace(COLUMNS, prediction=None)
+    expected = build_reference(features, window_columns, sample_size=len(features), seed=0).stats
+    assert window_stats(features, window_columns) == expected
+    with pytest.raises(ValueError, match="lacks drift columns"):
+        window_stats(features.drop(columns=[COLUMNS.numeric[0]]), window_columns)
