@@ -196,15 +196,6 @@ class JoinStats:
     missing_by_row: list[list[str]] = field(default_factory=list)
 
 
-def key_column(values: pd.Series) -> pd.Series:
-    """``key_text`` of each value, computed once per distinct value."""
-    import pandas as pd
-
-    codes, uniques = pd.factorize(values, use_na_sentinel=False)
-    texts = [key_text(v) for v in uniques]
-    return pd.Series([texts[c] for c in codes], index=values.index, dtype=object)
-
-
 def column_values(values: Any) -> list[Any]:
     """A column (pandas Series, NumPy array or list) as a list of Python values."""
     return values.tolist() if hasattr(values, "tolist") else list(values)
@@ -247,16 +238,6 @@ def group_positions(
                          dtype="int64")
         out[columns] = (list(position), codes)
     return out
-
-
-def row_keys(features: Mapping[str, Any], pipeline: str, groups: dict[tuple[str, ...], list[str]]) -> dict[tuple[str, ...], list[str]]:
-    """Per group, the store key of every row (``<pipeline>|<day>|<group>|<key values>``) of a feature
-    frame or of plain feature columns."""
-    keys = {}
-    for columns, (distinct, codes) in group_positions(features, groups).items():
-        texts = [store_key(pipeline, str(day), group_name(columns), values) for day, *values in distinct]
-        keys[columns] = [texts[c] for c in codes.tolist()]
-    return keys
 
 
 def join_columns(
